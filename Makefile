@@ -1,0 +1,46 @@
+# make run   — build .venv if needed, make sure Fashion-MNIST is there, train the default VAE
+# make test  — build .venv if needed, run the test suite
+# make lint  — ruff
+# make bench — CPU speed benchmark against a hand-written PyTorch VAE
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+FMNIST := /usr/share/datasets/fashion-mnist
+RUN_ARGS ?=
+
+.PHONY: run test lint bench data install
+
+install: $(STAMP)
+
+# torch and torchvision must be a matching pair: constraints.txt pins the pair we test.
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/python -m pip install -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+# Fashion-MNIST from Debian's package when nothing else provides it (needs root, or sudo).
+data:
+	@if [ -n "$$PYROVAE_DATA" ] || [ -f $(FMNIST)/train-images-idx3-ubyte.gz ]; then \
+		echo "Fashion-MNIST: present"; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		apt-get install -y dataset-fashion-mnist || \
+		  (apt-get update && apt-get install -y dataset-fashion-mnist); \
+	else \
+		echo "Fashion-MNIST missing: run 'sudo apt-get install dataset-fashion-mnist'," \
+		     "or set PYROVAE_DATA to a folder with the IDX files"; exit 2; \
+	fi
+
+run: $(STAMP) data
+	$(BIN)/pyrovae train $(RUN_ARGS)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+bench: $(STAMP) data
+	$(BIN)/python benchmarks/epoch_time.py

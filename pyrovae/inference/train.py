@@ -1,0 +1,130 @@
+"""Stochastic variational inference: ``fit`` maximizes an ELBO estimator over (model, guide)."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from pyro.infer import ELBO
+from tqdm.auto import tqdm
+
+from pyrovae.data.batches import epoch_generator, num_batches, shuffled_batches
+from pyrovae.data.images import ImageData, epoch_seed
+from pyrovae.errors import PyroVAEError, TrainingDiverged
+from pyrovae.inference.estimators import make_estimator
+from pyrovae.inference.evaluate import evaluate_elbo
+from pyrovae.runtime import set_seed
+
+EpochCallback = Callable[[dict[str, Any]], None]
+
+
+def svi_step(
+    estimator: ELBO, model, guide, optimizer: torch.optim.Optimizer, x: torch.Tensor
+) -> float:
+    """One SVI step: the estimator's ``loss_and_grads`` (the surrogate's backward), then Adam.
+
+    Returns the loss summed over the batch. A non-finite loss raises before the update, so the
+    parameters keep their last good values.
+    """
+    loss = estimator.loss_and_grads(model, guide, x)
+    if not math.isfinite(loss):
+        optimizer.zero_grad(set_to_none=True)
+        raise TrainingDiverged(f"loss became {loss} (the parameters were not updated)")
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss
+
+
+def make_optimizer(modules: Iterable[torch.nn.Module], lr: float) -> torch.optim.Adam:
+    """Adam over the parameters of model and guide (they live in the modules, not Pyro's store)."""
+    if not (math.isfinite(lr) and lr > 0):
+        raise PyroVAEError(f"--lr must be a positive number, got {lr}")
+    return torch.optim.Adam([p for m in modules for p in m.parameters()], lr=lr)
+
+
+def fit(
+    model,
+    guide,
+    data: ImageData,
+    estimator: ELBO | str = "elbo",
+    *,
+    epochs: int,
+    batch_size: int = 128,
+    lr: float = 1e-3,
+    num_particles: int = 1,
+    seed: int = 0,
+    optimizer: torch.optim.Optimizer | None = None,
+    start_epoch: int = 0,
+    progress: bool = True,
+    on_epoch_end: EpochCallback | None = None,
+) -> list[dict[str, Any]]:
+    """Train ``model``/``guide`` on ``data.train_x`` for epochs ``start_epoch+1 … epochs``.
+
+    ``estimator`` is a registry name (built with ``num_particles``) or any object with Pyro's
+    ELBO contract. With ``start_epoch == 0`` the global RNGs are seeded with ``seed``; when
+    resuming, the caller restores them. Each epoch's shuffle and binarization come from
+    generators seeded by (seed, epoch), so a resumed run draws the same batches.
+
+    Returns one record per epoch: ``train_elbo`` (mean of the per-step estimates while training)
+    and ``test_elbo``, ``test_recon``, ``test_kl`` (see :func:`evaluate_elbo`), per datapoint in
+    nats, and the epoch's wall time ``seconds`` (training steps only).
+    """
+    if isinstance(estimator, str):
+        estimator = make_estimator(estimator, num_particles)
+    if batch_size < 1:
+        raise PyroVAEError(f"--batch-size must be at least 1, got {batch_size}")
+    if optimizer is None:
+        optimizer = make_optimizer((model, guide), lr)
+    if start_epoch == 0:
+        set_seed(seed)
+    n = data.train_x.shape[0]
+    device = data.train_x.device
+    history = []
+    for epoch in range(start_epoch + 1, epochs + 1):
+        x_epoch = data.train_epoch(seed, epoch)
+        shuffle = epoch_generator(device, epoch_seed(seed, epoch) + 1)
+        bar = tqdm(
+            total=num_batches(n, batch_size),
+            desc=f"epoch {epoch}/{epochs}",
+            disable=not progress,
+            leave=False,
+            dynamic_ncols=True,
+        )
+        total, seen = 0.0, 0
+        optimizer.zero_grad(set_to_none=True)
+        model.train()
+        guide.train()
+        start = time.perf_counter()
+        for step, xb in enumerate(shuffled_batches(x_epoch, batch_size, shuffle)):
+            try:
+                total += svi_step(estimator, model, guide, optimizer, xb)
+            except TrainingDiverged as e:
+                bar.close()
+                raise TrainingDiverged(f"epoch {epoch}, step {step + 1}: {e}") from None
+            seen += xb.shape[0]
+            if progress and (step % 20 == 0):
+                bar.set_postfix_str(f"elbo {-total / seen:.2f}", refresh=False)
+            bar.update()
+        seconds = time.perf_counter() - start
+        bar.close()
+        test = evaluate_elbo(model, guide, data.test_x)
+        record = {
+            "epoch": epoch,
+            "train_elbo": -total / n,
+            "test_elbo": test["elbo"],
+            "test_recon": test["recon"],
+            "test_kl": test["kl"],
+            "seconds": seconds,
+        }
+        history.append(record)
+        if progress:
+            tqdm.write(
+                f"epoch {epoch}/{epochs}: train ELBO {record['train_elbo']:.2f}, "
+                f"test ELBO {record['test_elbo']:.2f} nats ({seconds:.1f} s)"
+            )
+        if on_epoch_end is not None:
+            on_epoch_end(record)
+    return history

@@ -1,0 +1,17 @@
+"""Generative models: priors, decoders, likelihoods and the VAE model function."""
+
+from pyrovae.models.decoders import DECODERS, MLPDecoder
+from pyrovae.models.likelihoods import LIKELIHOODS, Likelihood, get_likelihood
+from pyrovae.models.prior import PRIORS, StandardNormalPrior
+from pyrovae.models.vae import VAE
+
+__all__ = [
+    "DECODERS",
+    "LIKELIHOODS",
+    "PRIORS",
+    "VAE",
+    "Likelihood",
+    "MLPDecoder",
+    "StandardNormalPrior",
+    "get_likelihood",
+]

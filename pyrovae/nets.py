@@ -1,0 +1,27 @@
+"""Network builders shared by encoders and decoders."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import nn
+
+from pyrovae.registry import lookup
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU,
+    "softplus": nn.Softplus,
+    "tanh": nn.Tanh,
+    "elu": nn.ELU,
+}
+
+
+def mlp(sizes: Sequence[int], activation: str = "relu") -> nn.Sequential:
+    """Linear layers ``sizes[0] → … → sizes[-1]`` with ``activation`` between them (not after)."""
+    act = lookup(ACTIVATIONS, activation, "activation")
+    layers: list[nn.Module] = []
+    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        layers.append(nn.Linear(n_in, n_out))
+        if i < len(sizes) - 2:
+            layers.append(act())
+    return nn.Sequential(*layers)

@@ -1,0 +1,77 @@
+"""Seeds, random-number-generator state and device choice: the only place global RNGs are set."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import pyro
+import torch
+
+from pyrovae.errors import PyroVAEError
+
+
+def set_seed(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's generators (CPU and every CUDA device)."""
+    pyro.set_rng_seed(seed)
+
+
+def get_rng_state() -> dict[str, Any]:
+    """Every global generator's state, in a form ``torch.load(weights_only=True)`` accepts."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`get_rng_state` returned (CUDA states only where the GPUs exist)."""
+    torch.set_rng_state(state["torch"].cpu())
+    random.setstate(_as_tuple(state["python"]))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    cuda = state.get("cuda")
+    if cuda is not None and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all([s.cpu() for s in cuda])
+
+
+def _as_tuple(value: Any) -> Any:
+    return tuple(_as_tuple(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto``: CUDA when a GPU is visible, else the CPU; ``cuda`` without a GPU is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise PyroVAEError(f"unknown device {name!r}; use cpu, cuda or auto") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise PyroVAEError("--device cuda asked for, but no CUDA GPU is visible; use cpu or auto")
+    if device.type not in ("cpu", "cuda"):
+        raise PyroVAEError(f"unsupported device {name!r}; use cpu, cuda or auto")
+    return device
+
+
+@contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Run a block under ``set_seed(seed)`` and restore every generator afterwards.
+
+    Evaluation uses it so test figures are reproducible and training's random stream is the
+    same whether or not (or how often) it was evaluated.
+    """
+    state = get_rng_state()
+    set_seed(seed)
+    try:
+        yield
+    finally:
+        set_rng_state(state)

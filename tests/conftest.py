@@ -1,0 +1,70 @@
+"""Shared fixtures: tiny IDX datasets written by the tests, isolated caches, devices."""
+
+from __future__ import annotations
+
+import gzip
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+CUDA = pytest.param(
+    "cuda",
+    marks=[
+        pytest.mark.cuda,
+        pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU"),
+    ],
+)
+DEVICES = ["cpu", CUDA]
+
+
+def write_idx(path: Path, array: np.ndarray, compress: bool = False) -> Path:
+    """Write ``array`` (uint8) as an IDX file: magic 0x0000 08 ndim, then big-endian sizes."""
+    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(
+        f">{array.ndim}I", *array.shape
+    )
+    payload = header + array.astype(np.uint8).tobytes()
+    if compress:
+        path = path.with_name(path.name + ".gz")
+        path.write_bytes(gzip.compress(payload))
+    else:
+        path.write_bytes(payload)
+    return path
+
+
+def fake_images(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` 28×28 images drawn around 4 class prototypes (so there is structure to learn)."""
+    rng = np.random.default_rng(seed)
+    prototypes = np.random.default_rng(0).uniform(0, 1, size=(4, 28, 28)) ** 3
+    labels = rng.integers(0, 4, size=n)
+    noise = rng.uniform(0, 0.15, size=(n, 28, 28))
+    images = np.clip(prototypes[labels] + noise, 0, 1) * 255
+    return images.round().astype(np.uint8), labels.astype(np.uint8)
+
+
+def write_dataset(folder: Path, n_train: int = 300, n_test: int = 100, compress: bool = True):
+    folder.mkdir(parents=True, exist_ok=True)
+    arrays = {}
+    for split, n, seed in (("train", n_train, 1), ("t10k", n_test, 2)):
+        images, labels = fake_images(n, seed)
+        write_idx(folder / f"{split}-images-idx3-ubyte", images, compress)
+        write_idx(folder / f"{split}-labels-idx1-ubyte", labels, compress)
+        arrays[split] = (images, labels)
+    return arrays
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path_factory, monkeypatch):
+    """No test reads or writes the user's cache, or picks up their $PYROVAE_DATA."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+    monkeypatch.delenv("PYROVAE_DATA", raising=False)
+
+
+@pytest.fixture
+def idx_dir(tmp_path) -> Path:
+    """A folder with a tiny MNIST-format dataset (gzipped IDX files, flat layout)."""
+    folder = tmp_path / "idx"
+    write_dataset(folder)
+    return folder

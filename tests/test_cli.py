@@ -1,0 +1,186 @@
+"""The command line: a run folder with metrics and checkpoint, --resume, evaluate, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from pyrovae.cli import main
+from pyrovae.rundir import CHECKPOINT, CONFIG, EVALUATION, METRICS
+
+SMALL = [
+    "--dataset",
+    "mnist",
+    "--hidden",
+    "32",
+    "--latent-dim",
+    "4",
+    "--batch-size",
+    "50",
+    "--device",
+    "cpu",
+    "--no-progress",
+    "--no-download",
+]
+
+
+def _train(tmp_path, idx_dir, *extra, name="run"):
+    run = tmp_path / name
+    code = main(
+        [
+            "train",
+            *SMALL,
+            "--data-dir",
+            str(idx_dir),
+            "--run-dir",
+            str(run),
+            "--train-subset",
+            "200",
+            *extra,
+        ]
+    )
+    return code, run
+
+
+def test_one_epoch_writes_config_metrics_and_checkpoint(tmp_path, idx_dir, capsys):
+    code, run = _train(tmp_path, idx_dir, "--epochs", "1")
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "test ELBO" in out and str(run) in out
+    config = json.loads((run / CONFIG).read_text())
+    assert config["config"]["train_subset"] == 200 and config["config"]["hidden"] == [32]
+    (record,) = [json.loads(line) for line in (run / METRICS).read_text().splitlines()]
+    assert record["epoch"] == 1 and record["test_elbo"] < 0
+    state = torch.load(run / CHECKPOINT, weights_only=True)
+    assert state["epoch"] == 1
+    assert {"model", "guide", "optimizer", "rng"} <= set(state)
+
+
+def test_resume_continues_at_the_next_epoch(tmp_path, idx_dir, capsys):
+    _, run = _train(tmp_path, idx_dir, "--epochs", "1")
+    assert (
+        main(
+            [
+                "train",
+                "--resume",
+                str(run),
+                "--epochs",
+                "3",
+                "--no-progress",
+                "--no-download",
+                "--data-dir",
+                str(idx_dir),
+            ]
+        )
+        == 0
+    )
+    epochs = [json.loads(line)["epoch"] for line in (run / METRICS).read_text().splitlines()]
+    assert epochs == [1, 2, 3]
+    assert torch.load(run / CHECKPOINT, weights_only=True)["epoch"] == 3
+    assert "after epoch 3" in capsys.readouterr().out
+
+
+def test_evaluate_prints_and_writes_figures(tmp_path, idx_dir, capsys):
+    _, run = _train(tmp_path, idx_dir, "--epochs", "1")
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--data-dir", str(idx_dir), "--no-download"]) == 0
+    out = capsys.readouterr().out
+    figures = json.loads((run / EVALUATION).read_text())
+    assert f"{figures['test_elbo']:.3f}" in out
+    # the checkpoint's test ELBO is the one recorded at the end of its epoch (same eval seed)
+    last = json.loads((run / METRICS).read_text().splitlines()[-1])
+    assert figures["test_elbo"] == pytest.approx(last["test_elbo"], rel=1e-6)
+    assert figures["test_elbo"] == pytest.approx(figures["test_recon"] - figures["test_kl"])
+
+
+def _digest(run):
+    return {p.name: p.read_bytes() for p in run.iterdir()}
+
+
+BAD = {
+    "unknown dataset": (["--dataset", "cifar"], "unknown dataset 'cifar'"),
+    "unknown estimator": (["--estimator", "magic"], "unknown estimator 'magic'"),
+    "no particles": (["--num-particles", "0"], "--num-particles must be at least 1"),
+    "zero lr": (["--lr", "0"], "--lr must be a positive number"),
+    "negative lr": (["--lr", "-0.1"], "--lr must be a positive number"),
+    "bernoulli on grey": (["--pixels", "grey"], "not a valid density"),
+    "run dir taken": ([], "already exists"),
+}
+
+
+@pytest.mark.parametrize("args,message", BAD.values(), ids=BAD.keys())
+def test_bad_training_input(tmp_path, idx_dir, capsys, args, message):
+    _, run = _train(tmp_path, idx_dir, "--epochs", "1")
+    before = _digest(run)
+    capsys.readouterr()
+    code, _ = _train(tmp_path, idx_dir, "--epochs", "1", *args)
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and err.count("\n") == 1
+    assert _digest(run) == before
+
+
+def test_missing_data(tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code = main(["train", *SMALL, "--data-dir", str(empty), "--run-dir", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 2 and "mnist not found" in err and err.count("\n") == 1
+    assert not (tmp_path / "r").exists()
+
+
+def test_bad_resume(tmp_path, idx_dir, capsys):
+    _, run = _train(tmp_path, idx_dir, "--epochs", "1")
+    before = _digest(run)
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / CONFIG).write_text('{"hello": 1}')
+    cases = {
+        str(tmp_path / "nowhere"): "does not exist",
+        str(foreign): "not a pyrovae run folder",
+        str(idx_dir): "not a pyrovae run folder",
+    }
+    for folder, message in cases.items():
+        assert main(["train", "--resume", folder, "--no-download"]) == 2
+        assert message in capsys.readouterr().err
+    # already at its last epoch, or settings that a resumed run cannot change
+    for extra, message in ((["--epochs", "1"], "pass --epochs"), (["--lr", "0.1"], "drop --lr")):
+        assert main(["train", "--resume", str(run), "--no-download", *extra]) == 2
+        assert message in capsys.readouterr().err
+    assert _digest(run) == before
+
+
+def _cli(*args, env=None):
+    return subprocess.run(
+        [sys.executable, "-m", "pyrovae", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=300,
+    )
+
+
+def test_console_entry_point_errors_without_traceback(tmp_path):
+    for args in (
+        ["train", "--estimator", "nope"],
+        ["train", "--lr", "x"],
+        ["evaluate", str(tmp_path)],
+        ["frobnicate"],
+    ):
+        result = _cli(*args)
+        assert result.returncode == 2, args
+        assert "Traceback" not in result.stderr
+        assert result.stderr.count("\n") == 1, result.stderr
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
+def test_cuda_run_and_evaluate(tmp_path, idx_dir):
+    code, run = _train(tmp_path, idx_dir, "--epochs", "2", "--device", "cuda")
+    assert code == 0
+    assert json.loads((run / CONFIG).read_text())["device"].startswith("cuda")
+    assert main(["evaluate", str(run), "--data-dir", str(idx_dir), "--no-download"]) == 0
