@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 FMNIST := /usr/share/datasets/fashion-mnist
-RUN_ARGS ?=
+RUN_ARGS ?= --epochs 30
 
 .PHONY: run test lint bench data install
 
