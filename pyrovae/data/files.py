@@ -94,9 +94,10 @@ def _stage(found: dict[str, Path], spec: DatasetSpec) -> Path:
             continue
         tmp = raw / (name + ".tmp")
         try:
-            with (gzip.open(src) if src.suffix == ".gz" else open(src, "rb")) as f_in, open(
-                tmp, "wb"
-            ) as f_out:
+            with (
+                gzip.open(src) if src.suffix == ".gz" else open(src, "rb") as f_in,
+                open(tmp, "wb") as f_out,
+            ):
                 shutil.copyfileobj(f_in, f_out)
         except (OSError, EOFError) as e:
             tmp.unlink(missing_ok=True)

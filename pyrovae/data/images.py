@@ -107,7 +107,7 @@ def load_data(
     train_subset: int | None = None,
     download: bool = True,
 ) -> ImageData:
-    """Load ``dataset`` (``fashion-mnist`` or ``mnist``) onto ``device`` in pixel mode ``pixels``."""
+    """Load ``dataset`` (``fashion-mnist``, ``mnist``) onto ``device`` in pixel mode ``pixels``."""
     lookup(PIXEL_MODES, pixels, "pixel mode")  # fail on a bad mode before reading any file
     images = read_idx_dataset(dataset, data_dir, download)
     return make_image_data(images, pixels, device, train_subset)
