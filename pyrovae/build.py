@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from pyrovae.config import TrainConfig
-from pyrovae.guides.encoders import MLPEncoder
+from pyrovae.guides.encoders import ENCODERS
 from pyrovae.guides.families import GUIDES
 from pyrovae.guides.guide import AmortizedGuide
-from pyrovae.models.decoders import MLPDecoder
+from pyrovae.models.decoders import DECODERS
 from pyrovae.models.likelihoods import get_likelihood
 from pyrovae.models.prior import PRIORS
 from pyrovae.models.vae import VAE
@@ -18,13 +18,13 @@ def build_model_and_guide(config: TrainConfig, num_pixels: int) -> tuple[VAE, Am
     likelihood = get_likelihood(config.likelihood, config.pixels)
     family = lookup(GUIDES, config.guide, "guide")
     prior = lookup(PRIORS, config.prior, "prior")(config.latent_dim)
-    decoder = MLPDecoder(
+    decoder = DECODERS["mlp"](
         config.latent_dim,
         config.hidden[::-1],
         num_pixels * likelihood.params_per_pixel,
         config.activation,
     )
-    encoder = MLPEncoder(
+    encoder = ENCODERS["mlp"](
         num_pixels, config.hidden, family.num_params(config.latent_dim), config.activation
     )
     return VAE(prior, decoder, likelihood), AmortizedGuide(encoder, family)

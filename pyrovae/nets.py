@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
 from torch import nn
 
 from pyrovae.registry import lookup
@@ -25,3 +26,16 @@ def mlp(sizes: Sequence[int], activation: str = "relu") -> nn.Sequential:
         if i < len(sizes) - 2:
             layers.append(act())
     return nn.Sequential(*layers)
+
+
+class MLP(nn.Module):
+    """``in_dim → hidden… → out_dim``; leading dims (particles, batch) pass through."""
+
+    def __init__(
+        self, in_dim: int, hidden: Sequence[int], out_dim: int, activation: str = "relu"
+    ) -> None:
+        super().__init__()
+        self.net = mlp([in_dim, *hidden, out_dim], activation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)

@@ -1,6 +1,6 @@
 """Generative models: priors, decoders, likelihoods and the VAE model function."""
 
-from pyrovae.models.decoders import DECODERS, MLPDecoder
+from pyrovae.models.decoders import DECODERS
 from pyrovae.models.likelihoods import LIKELIHOODS, Likelihood, get_likelihood
 from pyrovae.models.prior import PRIORS, StandardNormalPrior
 from pyrovae.models.vae import VAE
@@ -11,7 +11,6 @@ __all__ = [
     "PRIORS",
     "VAE",
     "Likelihood",
-    "MLPDecoder",
     "StandardNormalPrior",
     "get_likelihood",
 ]
