@@ -1,7 +1,22 @@
-"""Inference: ELBO estimators, SVI training and evaluation."""
+"""Inference: ELBO estimators, SVI training, evaluation and gradient diagnostics."""
 
+from pyrovae.inference.diagnostics import gradient_statistics
 from pyrovae.inference.estimators import ESTIMATORS, make_estimator
 from pyrovae.inference.evaluate import evaluate_elbo
+from pyrovae.inference.marginal import active_units, log_marginal_likelihood
+from pyrovae.inference.particles import draw_particles, log_mean_exp
 from pyrovae.inference.train import fit, make_optimizer, svi_step
 
-__all__ = ["ESTIMATORS", "evaluate_elbo", "fit", "make_estimator", "make_optimizer", "svi_step"]
+__all__ = [
+    "ESTIMATORS",
+    "active_units",
+    "draw_particles",
+    "evaluate_elbo",
+    "fit",
+    "gradient_statistics",
+    "log_marginal_likelihood",
+    "log_mean_exp",
+    "make_estimator",
+    "make_optimizer",
+    "svi_step",
+]

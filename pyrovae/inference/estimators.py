@@ -3,20 +3,32 @@
 
 - ``elbo`` (Trace_ELBO, L^A): (1/K) Σ_k [log p(x, z_k) − log q(z_k|x)], z_k = g_φ(ε_k, x).
 - ``analytic-kl`` (TraceMeanField_ELBO, L^B): (1/K) Σ_k log p(x|z_k) − KL(q(z|x) ‖ p(z)).
+- ``iwae``: L_K = log (1/K) Σ_k w_k per datapoint; ``iwae-dreg``: its doubly-reparameterized
+  encoder gradient; ``elbo-stl``: L^A with the sticking-the-landing gradient;
+  ``score-function`` (``-loo``: leave-one-out baseline): L^A by the log-derivative trick.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 from pyro.infer import ELBO, Trace_ELBO, TraceMeanField_ELBO
 
 from pyrovae.errors import PyroVAEError
+from pyrovae.inference.iwae import IWAE, DReG
+from pyrovae.inference.score_function import ScoreFunctionELBO
+from pyrovae.inference.stl import STL
 from pyrovae.registry import lookup
 
 ESTIMATORS: dict[str, Callable[..., ELBO]] = {
     "elbo": Trace_ELBO,
     "analytic-kl": TraceMeanField_ELBO,
+    "iwae": IWAE,
+    "iwae-dreg": DReG,
+    "elbo-stl": STL,
+    "score-function": ScoreFunctionELBO,
+    "score-function-loo": partial(ScoreFunctionELBO, baseline="leave-one-out"),
 }
 
 

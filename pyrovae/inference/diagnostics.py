@@ -1,0 +1,67 @@
+"""Gradient variance and signal-to-noise ratio at fixed parameters (Rainforth et al. 2018).
+
+SNR of a gradient component: |E[g]| / std[g], from M independent estimates on one batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import torch
+from pyro.infer import ELBO
+
+
+def default_groups(model, guide) -> dict[str, list[torch.nn.Parameter]]:
+    """``encoder`` = the guide's parameters (φ), ``decoder`` = the model's (θ)."""
+    return {"encoder": list(guide.parameters()), "decoder": list(model.parameters())}
+
+
+def gradient_statistics(
+    model,
+    guide,
+    x: torch.Tensor,
+    estimator: ELBO,
+    num_samples: int = 100,
+    groups: Mapping[str, Iterable[torch.nn.Parameter]] | None = None,
+) -> dict[str, dict[str, float | torch.Tensor]]:
+    """Draw ``num_samples`` gradients of ``estimator``'s loss on ``x`` and summarize each group.
+
+    Per group: ``mean`` and ``variance`` (per component, flattened), ``snr`` (mean over
+    components of |mean| / std), ``variance_mean`` (mean over components of the variance) and
+    ``mean_norm`` ‖E[g]‖. Streaming (Welford) in float64; parameters are not changed.
+    """
+    if num_samples < 2:
+        raise ValueError("gradient statistics need at least 2 samples")
+    groups = {k: list(v) for k, v in (groups or default_groups(model, guide)).items()}
+    params = [p for ps in groups.values() for p in ps]
+    count, mean, m2 = 0, {}, {}
+    for _ in range(num_samples):
+        for p in params:
+            p.grad = None
+        estimator.loss_and_grads(model, guide, x)
+        count += 1
+        for name, ps in groups.items():
+            g = torch.cat(
+                [(p.grad if p.grad is not None else torch.zeros_like(p)).flatten() for p in ps]
+            ).double()
+            if name not in mean:
+                mean[name], m2[name] = torch.zeros_like(g), torch.zeros_like(g)
+            delta = g - mean[name]
+            mean[name] += delta / count
+            m2[name] += delta * (g - mean[name])
+    for p in params:
+        p.grad = None
+    out = {}
+    for name in groups:
+        var = m2[name] / (count - 1)
+        std = var.sqrt()
+        keep = std > 0
+        snr = (mean[name].abs()[keep] / std[keep]).mean().item() if keep.any() else float("inf")
+        out[name] = {
+            "mean": mean[name],
+            "variance": var,
+            "snr": snr,
+            "variance_mean": var.mean().item(),
+            "mean_norm": mean[name].norm().item(),
+        }
+    return out
