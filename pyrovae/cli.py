@@ -1,4 +1,4 @@
-"""``pyrovae train`` / ``pyrovae evaluate``: a thin layer over :mod:`pyrovae.experiment`.
+"""``pyrovae train`` / ``evaluate`` / ``diagnose``: a thin layer over :mod:`pyrovae.experiment`.
 
 The train flags are generated from :class:`~pyrovae.config.TrainConfig`'s fields. Bad input
 prints one line ``pyrovae: error: …`` on stderr and exits with status 2.
@@ -12,10 +12,19 @@ import sys
 import types
 import typing
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, NoReturn
 
 from pyrovae.config import TrainConfig
 from pyrovae.errors import PyroVAEError
+from pyrovae.experiment import (
+    LOG_PX_SAMPLES,
+    diagnose_run,
+    evaluate_run,
+    resume_run,
+    train_run,
+)
+from pyrovae.rundir import DIAGNOSTICS, EVALUATION
 
 EXIT_USAGE = 2
 
@@ -67,8 +76,52 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = sub.add_parser("evaluate", help="print a run's test figures")
     evaluate.add_argument("run_dir", metavar="RUN_DIR")
+    evaluate.add_argument(
+        "--num-samples",
+        type=int,
+        default=LOG_PX_SAMPLES,
+        metavar="K",
+        help=f"importance samples for log p(x); 0 skips it (default: {LOG_PX_SAMPLES}; "
+        "the paper protocol is 5000)",
+    )
+    evaluate.add_argument(
+        "--test-subset", type=int, metavar="N", help="evaluate on the first N test images only"
+    )
+    evaluate.add_argument("--no-progress", action="store_true", help="no progress bar")
     evaluate.add_argument("--device", help="cpu, cuda or auto (default: the run's)")
     _add_data_flags(evaluate)
+
+    diagnose = sub.add_parser(
+        "diagnose", help="gradient variance and SNR of estimators at a run's checkpoint"
+    )
+    diagnose.add_argument("run_dir", metavar="RUN_DIR")
+    diagnose.add_argument(
+        "--estimators", nargs="+", required=True, metavar="NAME", help="estimators to compare"
+    )
+    diagnose.add_argument(
+        "--num-particles",
+        nargs="+",
+        type=int,
+        required=True,
+        metavar="K",
+        help="particle counts K to try with each estimator",
+    )
+    diagnose.add_argument(
+        "--samples",
+        type=int,
+        default=100,
+        metavar="M",
+        help="gradients drawn per row (default: 100)",
+    )
+    diagnose.add_argument(
+        "--batch-size",
+        type=int,
+        default=64,
+        metavar="B",
+        help="the fixed batch: the first B test images (default: 64)",
+    )
+    diagnose.add_argument("--device", help="cpu, cuda or auto (default: the run's)")
+    _add_data_flags(diagnose)
     return parser
 
 
@@ -76,8 +129,6 @@ RESUMABLE = {"epochs", "device"}
 
 
 def _train(args: argparse.Namespace) -> None:
-    from pyrovae.experiment import resume_run, train_run
-
     given = {
         f.name: getattr(args, f.name)
         for f in dataclasses.fields(TrainConfig)
@@ -102,17 +153,66 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
-    from pyrovae.experiment import evaluate_run
-
-    figures = evaluate_run(args.run_dir, args.device, args.data_dir, not args.no_download)
+    figures = evaluate_run(
+        args.run_dir,
+        args.device,
+        args.data_dir,
+        not args.no_download,
+        num_samples=args.num_samples,
+        test_subset=args.test_subset,
+        progress=not args.no_progress,
+    )
     print(f"epoch {figures['epoch']}, {figures['num_test']} test images, per image in nats:")
     print(f"  test ELBO            {figures['test_elbo']:.3f}")
     print(f"  reconstruction term  {figures['test_recon']:.3f}")
     print(f"  KL(q(z|x) || p(z))   {figures['test_kl']:.3f}")
-    print(f"written to {args.run_dir}/evaluation.json")
+    if "log_px" in figures:
+        stderr = figures["log_px_stderr"]
+        spread = f"± {stderr:.3f}" if stderr is not None else "± n/a"
+        print(
+            f"  log p(x)             {figures['log_px']:.3f} {spread} "
+            f"(K={figures['num_samples']}, MC error {figures['log_px_mc_stderr']:.3f})"
+        )
+        print(f"  effective samples    {figures['ess']:.1f} of {figures['num_samples']}")
+    active = figures["active_units"]
+    print(f"  active units         {'n/a' if active is None else active} / {figures['latent_dim']}")
+    print(f"written to {Path(args.run_dir) / EVALUATION}")
 
 
-COMMANDS = {"train": _train, "evaluate": _evaluate}
+def _diagnose(args: argparse.Namespace) -> None:
+    rows = diagnose_run(
+        args.run_dir,
+        args.estimators,
+        args.num_particles,
+        samples=args.samples,
+        batch_size=args.batch_size,
+        device=args.device,
+        data_dir=args.data_dir,
+        download=not args.no_download,
+    )
+    first = rows[0]
+    print(
+        f"gradients at the checkpoint: {first['samples']} draws per row, "
+        f"batch of the first {first['batch_size']} test images"
+    )
+    width = max(len("estimator"), *(len(r["estimator"]) for r in rows))
+    columns = [  # (group, figure, header, format); 9 characters each
+        (group, key, f"{group[:3]} {label}", fmt)
+        for group in ("encoder", "decoder")
+        for key, label, fmt in (
+            ("snr", "SNR", ">9.4f"),
+            ("variance_mean", "var", ">9.3e"),
+            ("mean_norm", "|E g|", ">9.3e"),
+        )
+    ]
+    print(f"{'estimator':<{width}}  {'K':>4}" + "".join(f"  {h:>9}" for _, _, h, _ in columns))
+    for r in rows:
+        cells = "".join(f"  {r[g][key]:{fmt}}" for g, key, _, fmt in columns)
+        print(f"{r['estimator']:<{width}}  {r['num_particles']:>4}{cells}")
+    print(f"written to {Path(args.run_dir) / DIAGNOSTICS}")
+
+
+COMMANDS = {"train": _train, "evaluate": _evaluate, "diagnose": _diagnose}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

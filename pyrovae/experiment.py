@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +13,10 @@ from pyrovae.build import build_model_and_guide
 from pyrovae.config import TrainConfig
 from pyrovae.data.images import ImageData, load_data
 from pyrovae.errors import PyroVAEError
+from pyrovae.inference.diagnostics import gradient_statistics
+from pyrovae.inference.estimators import make_estimator
 from pyrovae.inference.evaluate import evaluate_elbo
+from pyrovae.inference.marginal import active_units, log_marginal_likelihood
 from pyrovae.inference.train import fit, make_optimizer
 from pyrovae.rundir import (
     create_run,
@@ -20,10 +25,11 @@ from pyrovae.rundir import (
     read_config,
     read_metrics,
     save_checkpoint,
+    write_diagnostics,
     write_evaluation,
     write_metrics,
 )
-from pyrovae.runtime import get_rng_state, resolve_device, set_rng_state, set_seed
+from pyrovae.runtime import get_rng_state, resolve_device, seeded, set_rng_state, set_seed
 
 
 def _data(config: TrainConfig, device: torch.device, data_dir: str | None, download: bool):
@@ -126,13 +132,10 @@ def resume_run(
     return path, _train(config, path, model, guide, optimizer, data, done, history, progress)
 
 
-def evaluate_run(
-    run_dir: str | Path,
-    device: str | None = None,
-    data_dir: str | None = None,
-    download: bool = True,
-) -> dict[str, Any]:
-    """Test figures of a run's checkpoint, also written to the run's ``evaluation.json``."""
+def _load_run(
+    run_dir: str | Path, device: str | None, data_dir: str | None, download: bool
+) -> tuple[Path, TrainConfig, dict[str, Any], ImageData, Any, Any]:
+    """(folder, config, checkpoint state, data, model, guide) of a trained run, on ``device``."""
     path = Path(run_dir)
     config = read_config(path)
     if device is not None:
@@ -141,13 +144,121 @@ def evaluate_run(
     state = load_checkpoint(path, dev)
     data = _data(config, dev, data_dir, download)
     model, guide = _restore(config, state, data, dev)
-    test = evaluate_elbo(model, guide, data.test_x)
-    figures = {
+    return path, config, state, data, model, guide
+
+
+def _at_least(flag: str, value: int, low: int) -> None:
+    if value < low:
+        raise PyroVAEError(f"{flag} must be at least {low}, got {value}")
+
+
+def _first_test_images(data: ImageData, n: int | None, flag: str) -> torch.Tensor:
+    """The first ``n`` test images (all of them when ``n`` is None); n outside 1..N is an error."""
+    total = data.test_x.shape[0]
+    if n is None:
+        return data.test_x
+    if not 1 <= n <= total:
+        raise PyroVAEError(f"{flag} must be between 1 and {total} (the test images), got {n}")
+    return data.test_x[:n]
+
+
+def _finite_or_none(value: float) -> float | None:
+    """JSON has no NaN: a standard error from a single image is recorded as null."""
+    return value if math.isfinite(value) else None
+
+
+LOG_PX_SAMPLES = 100  # the paper protocol is 5000: ~10+ min for 10k images on a 2-core CPU
+
+
+def evaluate_run(
+    run_dir: str | Path,
+    device: str | None = None,
+    data_dir: str | None = None,
+    download: bool = True,
+    num_samples: int = LOG_PX_SAMPLES,
+    test_subset: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Test figures of a run's checkpoint, also written to the run's ``evaluation.json``.
+
+    ``test_elbo`` / ``test_recon`` / ``test_kl``: single-sample ELBO and its terms;
+    ``log_px``: log p(x) ≈ log (1/K) Σ_k p(x, z_k)/q(z_k|x), K = ``num_samples`` (0 skips it),
+    with ``log_px_stderr`` (over images), ``log_px_mc_stderr`` (Monte Carlo) and ``ess``;
+    ``active_units``: latent dimensions with Cov_x(E_q[z_j|x]) > 0.01, out of ``latent_dim``.
+    ``test_subset=N`` uses the first N test images only (from one image: no stderr, no active
+    units, recorded as null).
+    """
+    if num_samples < 0:
+        raise PyroVAEError(f"--num-samples must be 0 (no log p(x)) or more, got {num_samples}")
+    if test_subset is not None:
+        _at_least("--test-subset", test_subset, 1)
+    path, config, state, data, model, guide = _load_run(run_dir, device, data_dir, download)
+    x = _first_test_images(data, test_subset, "--test-subset")
+    test = evaluate_elbo(model, guide, x)
+    figures: dict[str, Any] = {
         "epoch": int(state["epoch"]),
-        "num_test": int(data.test_x.shape[0]),
+        "num_test": int(x.shape[0]),
         "test_elbo": test["elbo"],
         "test_recon": test["recon"],
         "test_kl": test["kl"],
     }
+    if num_samples > 0:
+        lml = log_marginal_likelihood(model, guide, x, num_samples, progress=progress)
+        figures.update(
+            log_px=lml["log_px"],
+            log_px_stderr=_finite_or_none(lml["stderr"]),
+            log_px_mc_stderr=lml["mc_stderr"],
+            ess=lml["ess"],
+            num_samples=lml["num_samples"],
+        )
+    # a covariance over one image is undefined
+    figures["active_units"] = active_units(guide, x) if x.shape[0] > 1 else None
+    figures["latent_dim"] = config.latent_dim
     write_evaluation(path, figures)
     return figures
+
+
+DIAGNOSTIC_FIGURES = ("snr", "variance_mean", "mean_norm")
+
+
+def diagnose_run(
+    run_dir: str | Path,
+    estimators: Sequence[str],
+    num_particles: Sequence[int],
+    samples: int = 100,
+    batch_size: int = 64,
+    device: str | None = None,
+    data_dir: str | None = None,
+    download: bool = True,
+) -> list[dict[str, Any]]:
+    """Gradient variance and SNR of each estimator × K at the run's checkpoint.
+
+    The batch is the first ``batch_size`` test images; each row draws ``samples`` gradients
+    under seed 0 (:func:`~pyrovae.inference.diagnostics.gradient_statistics`). Rows hold
+    ``estimator``, ``num_particles`` and, per group (``encoder`` φ, ``decoder`` θ), ``snr``
+    (mean over components of |E g| / std g), ``variance_mean`` and ``mean_norm`` ‖E g‖.
+    Also written to the run's ``diagnostics.json``.
+    """
+    if not estimators or not num_particles:
+        raise PyroVAEError("diagnose needs at least one estimator and one --num-particles")
+    _at_least("--samples", samples, 2)
+    _at_least("--batch-size", batch_size, 1)
+    # every (name, K) is checked before the (slower) checkpoint and data are loaded
+    grid = [(name, k, make_estimator(name, k)) for name in estimators for k in num_particles]
+    path, _, _, data, model, guide = _load_run(run_dir, device, data_dir, download)
+    xb = _first_test_images(data, batch_size, "--batch-size")
+    rows = []
+    for name, k, estimator in grid:
+        with seeded(0):
+            stats = gradient_statistics(model, guide, xb, estimator, num_samples=samples)
+        row: dict[str, Any] = {
+            "estimator": name,
+            "num_particles": k,
+            "samples": samples,
+            "batch_size": int(xb.shape[0]),
+        }
+        for group, figures in stats.items():
+            row[group] = {key: figures[key] for key in DIAGNOSTIC_FIGURES}
+        rows.append(row)
+    write_diagnostics(path, rows)
+    return rows

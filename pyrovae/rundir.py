@@ -1,4 +1,5 @@
-"""A run folder: ``config.json``, ``metrics.jsonl`` (one line per epoch), ``checkpoint.pt``.
+"""A run folder: ``config.json``, ``metrics.jsonl`` (one line per epoch), ``checkpoint.pt``,
+and what ``evaluate`` / ``diagnose`` found (``evaluation.json``, ``diagnostics.json``).
 
 Every file is written atomically (a temporary file in the same folder, then ``os.replace``), so
 a run that fails part-way leaves the last good checkpoint and metrics as they were.
@@ -21,11 +22,12 @@ from pyrovae.errors import PyroVAEError
 
 RUN_FORMAT = "pyrovae-run/1"
 CHECKPOINT_FORMAT = "pyrovae-checkpoint/1"
-CONFIG, METRICS, CHECKPOINT, EVALUATION = (
+CONFIG, METRICS, CHECKPOINT, EVALUATION, DIAGNOSTICS = (
     "config.json",
     "metrics.jsonl",
     "checkpoint.pt",
     "evaluation.json",
+    "diagnostics.json",
 )
 
 
@@ -112,3 +114,7 @@ def write_metrics(path: Path, records: list[dict[str, Any]]) -> None:
 
 def write_evaluation(path: Path, figures: dict[str, Any]) -> None:
     _write_json(path / EVALUATION, figures)
+
+
+def write_diagnostics(path: Path, rows: list[dict[str, Any]]) -> None:
+    _write_json(path / DIAGNOSTICS, rows)
