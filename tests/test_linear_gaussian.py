@@ -42,10 +42,8 @@ def diagonal_guide(model, scale_factor=1.0, shift=0.0) -> AmortizedGuide:
     ``shift``, standard deviations times ``scale_factor``)."""
     encoder = nn.Linear(D, 2 * d).double()
     with torch.no_grad():
-        sig2 = model.sigma**2
-        M = model.W.T @ model.W + sig2 * torch.eye(d, dtype=torch.float64)
-        A = torch.linalg.solve(M, model.W.T)  # posterior mean = A (x − b)
-        std = (sig2 * torch.linalg.inv(M)).diagonal().sqrt() * scale_factor
+        A, cov = model.posterior_map()  # posterior mean = A (x − b)
+        std = cov.diagonal().sqrt() * scale_factor
         rho = torch.log(torch.expm1(std - 1e-4))  # softplus⁻¹, as DiagonalNormal adds 1e-4
         encoder.weight.copy_(torch.cat([A, torch.zeros(d, D, dtype=torch.float64)]))
         encoder.bias.copy_(torch.cat([-A @ model.b + shift, rho]))

@@ -37,23 +37,27 @@ class LinearGaussian(LocalPyroModule):
             pyro.sample("x", dist.Normal(mean, self.sigma).to_event(1), obs=x)
         return z
 
+    def _eye(self, n: int) -> torch.Tensor:
+        return torch.eye(n, dtype=self.W.dtype, device=self.W.device)
+
     def marginal(self) -> dist.MultivariateNormal:
         """p(x) = N(b, C), C = W Wᵀ + σ² I."""
-        D = self.W.shape[0]
-        cov = self.W @ self.W.T + self.sigma**2 * torch.eye(D, dtype=self.W.dtype)
+        cov = self.W @ self.W.T + self.sigma**2 * self._eye(self.W.shape[0])
         return dist.MultivariateNormal(self.b, covariance_matrix=cov)
 
     def log_marginal(self, x: torch.Tensor) -> torch.Tensor:
         """Exact log p(x) per datapoint, shape (B,)."""
         return self.marginal().log_prob(x)
 
+    def posterior_map(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(A, Σ) with p(z|x) = N(A (x − b), Σ): A = M⁻¹ Wᵀ, Σ = σ² M⁻¹, M = Wᵀ W + σ² I."""
+        M = self.W.T @ self.W + self.sigma**2 * self._eye(self.W.shape[1])
+        return torch.linalg.solve(M, self.W.T), self.sigma**2 * torch.linalg.inv(M)
+
     def posterior(self, x: torch.Tensor) -> dist.MultivariateNormal:
-        """p(z|x) = N(M⁻¹ Wᵀ (x − b), σ² M⁻¹), M = Wᵀ W + σ² I."""
-        d = self.W.shape[1]
-        M = self.W.T @ self.W + self.sigma**2 * torch.eye(d, dtype=self.W.dtype)
-        M_inv = torch.linalg.inv(M)
-        loc = (x - self.b) @ (M_inv @ self.W.T).T  # (B, d)
-        return dist.MultivariateNormal(loc, covariance_matrix=self.sigma**2 * M_inv)
+        """The exact posterior p(z|x), batch shape (B,)."""
+        A, cov = self.posterior_map()
+        return dist.MultivariateNormal((x - self.b) @ A.T, covariance_matrix=cov)
 
     def elbo(self, x: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         """Closed-form ELBO per datapoint for q(z|x) = N(loc, diag scale²):
@@ -91,12 +95,10 @@ class ExactPosteriorGuide(LocalPyroModule):
     def __init__(self, model: LinearGaussian) -> None:
         super().__init__()
         with torch.no_grad():
-            post = model.posterior(model.b[None])
-            d = model.W.shape[1]
-            M = model.W.T @ model.W + model.sigma**2 * torch.eye(d, dtype=model.W.dtype)
-            self.register_buffer("A", torch.linalg.solve(M, model.W.T))  # (d, D)
+            A, cov = model.posterior_map()
+            self.register_buffer("A", A.clone())  # (d, D)
             self.register_buffer("b", model.b.detach().clone())
-            self.register_buffer("scale_tril", post.scale_tril.detach().clone())
+            self.register_buffer("scale_tril", torch.linalg.cholesky(cov))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with pyro.plate("data", x.shape[0]):
