@@ -11,7 +11,7 @@ from test_linear_gaussian import D, N, Z, diagonal_guide
 
 from pyrovae import ESTIMATORS, TrainConfig, build_model_and_guide, make_estimator, set_seed
 from pyrovae.errors import PyroVAEError
-from pyrovae.inference import gradient_statistics
+from pyrovae.inference import active_units, gradient_statistics, log_marginal_likelihood
 from pyrovae.models.linear_gaussian import LinearGaussian
 
 
@@ -177,3 +177,15 @@ def test_encoder_snr_falls_with_k_for_iwae_but_not_for_dreg(linear):
     iwae_drop = snr["iwae", 100] / snr["iwae", 1]
     dreg_drop = snr["iwae-dreg", 100] / snr["iwae-dreg", 1]
     assert dreg_drop > 3 * iwae_drop
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_every_estimator_and_the_evaluator_run_on_the_device(device):
+    model, guide, x = _vae(device)
+    for name in ESTIMATORS:
+        loss, grads = _loss_and_grads(name, 3, model, guide, x)
+        assert math.isfinite(loss) and all(g.device.type == device for g in grads)
+    out = log_marginal_likelihood(model, guide, x, num_samples=64, batch_size=5, chunk_size=16)
+    assert out["per_datapoint"].device.type == device
+    assert out["log_px"] > -loss / x.shape[0] - Z * out["stderr"]  # L_64 ≥ the ELBO, on average
+    assert 0 <= active_units(guide, x) <= 4
