@@ -22,6 +22,7 @@ from pyrovae.experiment import (
     diagnose_run,
     evaluate_run,
     resume_run,
+    sample_run,
     train_run,
 )
 from pyrovae.rundir import DIAGNOSTICS, EVALUATION
@@ -46,7 +47,9 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
         hint = hints[f.name]
         kwargs: dict[str, Any] = {"default": argparse.SUPPRESS, "dest": f.name}
         args = typing.get_args(hint)
-        if typing.get_origin(hint) is tuple:
+        if hint is bool:
+            kwargs["action"] = "store_true"
+        elif typing.get_origin(hint) is tuple:
             kwargs.update(type=args[0], nargs="+", metavar="N")
         elif typing.get_origin(hint) in (typing.Union, types.UnionType):
             kwargs["type"] = next(a for a in args if a is not type(None))
@@ -122,6 +125,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     diagnose.add_argument("--device", help="cpu, cuda or auto (default: the run's)")
     _add_data_flags(diagnose)
+
+    sample = sub.add_parser("sample", help="generate images from a run's prior (as a PNG grid)")
+    sample.add_argument("run_dir", metavar="RUN_DIR")
+    sample.add_argument("--label", type=int, help="the class to generate (conditional VAE)")
+    sample.add_argument("--num", type=int, default=64, help="how many images (default: 64)")
+    sample.add_argument("--out", help="PNG file (default: samples[-label-Y].png in RUN_DIR)")
+    sample.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    sample.add_argument("--device", help="cpu, cuda or auto (default: the run's)")
     return parser
 
 
@@ -212,7 +223,12 @@ def _diagnose(args: argparse.Namespace) -> None:
     print(f"written to {Path(args.run_dir) / DIAGNOSTICS}")
 
 
-COMMANDS = {"train": _train, "evaluate": _evaluate, "diagnose": _diagnose}
+def _sample(args: argparse.Namespace) -> None:
+    target = sample_run(args.run_dir, args.num, args.label, args.out, args.seed, args.device)
+    print(f"{args.num} samples written to {target}")
+
+
+COMMANDS = {"train": _train, "evaluate": _evaluate, "diagnose": _diagnose, "sample": _sample}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -11,10 +11,10 @@ from pyrovae.data.files import DATASETS
 from pyrovae.data.images import PIXEL_MODES
 from pyrovae.errors import PyroVAEError
 from pyrovae.guides.families import GUIDES
-from pyrovae.inference.estimators import ESTIMATORS
+from pyrovae.inference.estimators import ESTIMATORS, make_estimator
 from pyrovae.models.likelihoods import get_likelihood
 from pyrovae.models.prior import PRIORS
-from pyrovae.nets import ACTIVATIONS
+from pyrovae.nets import ACTIVATIONS, NETS
 from pyrovae.registry import lookup
 
 
@@ -34,6 +34,11 @@ class TrainConfig:
     likelihood: str = _opt("bernoulli", "likelihood p(x|z)")
     guide: str = _opt("normal", "guide family q(z|x)")
     prior: str = _opt("normal", "prior p(z)")
+    net: str = _opt("mlp", "encoder/decoder networks: mlp or conv (28×28 images)")
+    beta: float = _opt(1.0, "β: weight of the KL / latent site (β-VAE); 0 drops it")
+    kl_warmup: int = _opt(0, "anneal β linearly from 0 over this many steps (0: constant β)")
+    conditional: bool = _opt(False, "conditional VAE: p(x|z,y), q(z|x,y) with the label y")
+    autoencoder: bool = _opt(False, "deterministic autoencoder baseline: z = encoder mean, no KL")
     latent_dim: int = _opt(50, "latent size d")
     hidden: tuple[int, ...] = _opt((400, 400), "hidden layer sizes of encoder and decoder")
     activation: str = _opt("relu", f"activation: {', '.join(ACTIVATIONS)}")
@@ -48,8 +53,19 @@ class TrainConfig:
         lookup(DATASETS, self.dataset, "dataset")
         lookup(PIXEL_MODES, self.pixels, "pixel mode")
         lookup(ESTIMATORS, self.estimator, "estimator")
+        if self.autoencoder:  # composed, not a new model: a point-mass guide and no KL
+            if self.guide not in ("normal", "delta") or self.beta not in (0.0, 1.0):
+                raise PyroVAEError("--autoencoder sets --guide delta --beta 0; drop those flags")
+            object.__setattr__(self, "guide", "delta")
+            object.__setattr__(self, "beta", 0.0)
         lookup(GUIDES, self.guide, "guide")
         lookup(PRIORS, self.prior, "prior")
+        lookup(NETS, self.net, "network")
+        if self.guide == "delta" and self.prior == "vamp":
+            raise PyroVAEError("--prior vamp needs a guide with a density; not --guide delta")
+        if self.conditional and self.prior == "vamp":
+            raise PyroVAEError("--prior vamp needs q(z|u) without labels; use it unconditionally")
+        make_estimator(self.estimator, self.num_particles)  # e.g. a baseline that needs K ≥ 2
         lookup(ACTIVATIONS, self.activation, "activation")
         get_likelihood(self.likelihood, self.pixels)
         for name in ("num_particles", "latent_dim", "epochs", "batch_size"):
@@ -62,6 +78,10 @@ class TrainConfig:
             raise PyroVAEError(f"--hidden needs one or more positive sizes, got {self.hidden}")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise PyroVAEError(f"--lr must be a positive number, got {self.lr}")
+        if not (math.isfinite(self.beta) and self.beta >= 0):
+            raise PyroVAEError(f"--beta must be a number ≥ 0, got {self.beta}")
+        if self.kl_warmup < 0:
+            raise PyroVAEError(f"--kl-warmup must be ≥ 0 steps, got {self.kl_warmup}")
         if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
             raise PyroVAEError(f"--device must be cpu, cuda or auto, got {self.device!r}")
 

@@ -24,6 +24,7 @@ from pyrovae.rundir import (
     load_checkpoint,
     read_config,
     read_metrics,
+    read_run_meta,
     save_checkpoint,
     write_diagnostics,
     write_evaluation,
@@ -36,10 +37,32 @@ def _data(config: TrainConfig, device: torch.device, data_dir: str | None, downl
     return load_data(config.dataset, config.pixels, device, data_dir, config.train_subset, download)
 
 
+def _build(config: TrainConfig, data: ImageData, device: torch.device):
+    model, guide = build_model_and_guide(config, data.num_pixels, data.num_classes)
+    return model.to(device), guide.to(device)
+
+
+def _labels(model, y: torch.Tensor) -> torch.Tensor | None:
+    """The labels a conditional model takes, or None for an unconditional one."""
+    return y if model.num_classes else None
+
+
+def _preflight(config: TrainConfig, model, guide, data: ImageData) -> None:
+    """One loss evaluation on a first batch, before anything is written: an incompatible pair
+    (analytic-kl with a flow guide or a learned prior, …) fails here with its one-line error.
+    Under its own seed, so the training run draws exactly what it would have drawn."""
+    b = min(config.batch_size, data.train_x.shape[0])
+    with seeded(config.seed):
+        x = data.train_epoch(config.seed, 0)[:b]
+        y = _labels(model, data.train_y[:b])
+        args = (x,) if y is None else (x, y)
+        loss = make_estimator(config.estimator, config.num_particles).loss(model, guide, *args)
+    if not math.isfinite(loss):
+        raise PyroVAEError(f"the loss at initialization is {loss}; check the data and settings")
+
+
 def _restore(config: TrainConfig, state: dict[str, Any], data: ImageData, device: torch.device):
-    model, guide = build_model_and_guide(config, data.num_pixels)
-    model.to(device)
-    guide.to(device)
+    model, guide = _build(config, data, device)
     try:
         model.load_state_dict(state["model"])
         guide.load_state_dict(state["guide"])
@@ -75,6 +98,8 @@ def _train(config, path, model, guide, optimizer, data, start_epoch, history, pr
         batch_size=config.batch_size,
         num_particles=config.num_particles,
         seed=config.seed,
+        beta=config.beta,
+        kl_warmup=config.kl_warmup,
         optimizer=optimizer,
         start_epoch=start_epoch,
         progress=progress,
@@ -94,12 +119,12 @@ def train_run(
     device = resolve_device(config.device)
     data = _data(config, device, data_dir, download)
     path = Path(run_dir) if run_dir is not None else default_run_dir(config)
-    create_run(path, config, {"device": str(device), "num_pixels": data.num_pixels})
     set_seed(config.seed)  # the weights' initialization is part of the run
-    model, guide = build_model_and_guide(config, data.num_pixels)
-    model.to(device)
-    guide.to(device)
+    model, guide = _build(config, data, device)
+    _preflight(config, model, guide, data)
     optimizer = make_optimizer((model, guide), config.lr)
+    meta = {"device": str(device), "num_pixels": data.num_pixels, "num_classes": data.num_classes}
+    create_run(path, config, meta)
     return path, _train(config, path, model, guide, optimizer, data, 0, [], progress)
 
 
@@ -194,7 +219,8 @@ def evaluate_run(
         _at_least("--test-subset", test_subset, 1)
     path, config, state, data, model, guide = _load_run(run_dir, device, data_dir, download)
     x = _first_test_images(data, test_subset, "--test-subset")
-    test = evaluate_elbo(model, guide, x)
+    y = _labels(model, data.test_y[: x.shape[0]])
+    test = evaluate_elbo(model, guide, x, y)
     figures: dict[str, Any] = {
         "epoch": int(state["epoch"]),
         "num_test": int(x.shape[0]),
@@ -203,7 +229,7 @@ def evaluate_run(
         "test_kl": test["kl"],
     }
     if num_samples > 0:
-        lml = log_marginal_likelihood(model, guide, x, num_samples, progress=progress)
+        lml = log_marginal_likelihood(model, guide, x, num_samples, y, progress=progress)
         figures.update(
             log_px=lml["log_px"],
             log_px_stderr=_finite_or_none(lml["stderr"]),
@@ -212,7 +238,7 @@ def evaluate_run(
             num_samples=lml["num_samples"],
         )
     # a covariance over one image is undefined
-    figures["active_units"] = active_units(guide, x) if x.shape[0] > 1 else None
+    figures["active_units"] = active_units(guide, x, y) if x.shape[0] > 1 else None
     figures["latent_dim"] = config.latent_dim
     write_evaluation(path, figures)
     return figures
@@ -247,10 +273,13 @@ def diagnose_run(
     grid = [(name, k, make_estimator(name, k)) for name in estimators for k in num_particles]
     path, _, _, data, model, guide = _load_run(run_dir, device, data_dir, download)
     xb = _first_test_images(data, batch_size, "--batch-size")
+    yb = data.test_y[: xb.shape[0]]
     rows = []
     for name, k, estimator in grid:
         with seeded(0):
-            stats = gradient_statistics(model, guide, xb, estimator, num_samples=samples)
+            stats = gradient_statistics(
+                model, guide, xb, estimator, num_samples=samples, y=_labels(model, yb)
+            )
         row: dict[str, Any] = {
             "estimator": name,
             "num_particles": k,
@@ -262,3 +291,47 @@ def diagnose_run(
         rows.append(row)
     write_diagnostics(path, rows)
     return rows
+
+
+def sample_run(
+    run_dir: str | Path,
+    num: int = 64,
+    label: int | None = None,
+    out: str | Path | None = None,
+    seed: int = 0,
+    device: str | None = None,
+) -> Path:
+    """Draw ``num`` images E[x|z], z ~ p(z) (for ``label`` with a conditional VAE) and save them
+    as a PNG grid (default: ``samples.png`` or ``samples-label-<y>.png`` in the run folder)."""
+    from pyrovae.images import save_grid
+
+    path = Path(run_dir)
+    config = read_config(path)
+    if num < 1:
+        raise PyroVAEError(f"--num must be at least 1, got {num}")
+    meta = read_run_meta(path)
+    num_classes = int(meta.get("num_classes", 0))
+    if label is not None and not config.conditional:
+        raise PyroVAEError(f"{path} is not a conditional VAE; drop --label or train --conditional")
+    if label is not None and not 0 <= label < num_classes:
+        raise PyroVAEError(f"--label must be between 0 and {num_classes - 1}, got {label}")
+    if label is None and config.conditional:
+        raise PyroVAEError("a conditional VAE generates a chosen class: pass --label Y")
+    dev = resolve_device(device or config.device)
+    state = load_checkpoint(path, dev)
+    model, guide = build_model_and_guide(config, int(meta["num_pixels"]), num_classes)
+    try:  # the guide too: a VampPrior's components are q(z|u) through the encoder
+        model.load_state_dict(state["model"])
+        guide.load_state_dict(state["guide"])
+    except (RuntimeError, KeyError) as e:
+        first = str(e).splitlines()[0]
+        raise PyroVAEError(f"checkpoint does not match the run's config: {first}") from None
+    model.to(dev)
+    guide.to(dev)
+    y = None if label is None else torch.full((num,), label, dtype=torch.long, device=dev)
+    with seeded(seed):
+        images = model.generate(num, y)  # (num, D)
+    name = "samples.png" if label is None else f"samples-label-{label}.png"
+    target = Path(out) if out is not None else path / name
+    save_grid(images.reshape(num, 28, 28).cpu(), target)
+    return target

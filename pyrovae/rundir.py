@@ -70,8 +70,8 @@ def create_run(path: Path, config: TrainConfig, extra: dict[str, Any]) -> Path:
     return path
 
 
-def read_config(path: Path) -> TrainConfig:
-    """The config of run folder ``path``; a missing or foreign folder is a clear error."""
+def read_run_meta(path: Path) -> dict[str, Any]:
+    """Everything ``config.json`` holds (format, config, device, data sizes), checked."""
     if not path.is_dir():
         raise PyroVAEError(f"run folder {path} does not exist")
     try:
@@ -80,7 +80,12 @@ def read_config(path: Path) -> TrainConfig:
         raise PyroVAEError(f"{path} is not a pyrovae run folder (no readable {CONFIG})") from None
     if not isinstance(meta, dict) or meta.get("format") != RUN_FORMAT:
         raise PyroVAEError(f"{path} is not a pyrovae run folder ({CONFIG} is not pyrovae's)")
-    return TrainConfig.from_dict(meta["config"])
+    return meta
+
+
+def read_config(path: Path) -> TrainConfig:
+    """The config of run folder ``path``; a missing or foreign folder is a clear error."""
+    return TrainConfig.from_dict(read_run_meta(path)["config"])
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:

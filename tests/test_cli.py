@@ -195,4 +195,6 @@ def test_every_estimator_trains_from_the_cli(tmp_path, idx_dir, estimator):
     assert code == 0
     records = [json.loads(line) for line in (run / METRICS).read_text().splitlines()]
     assert json.loads((run / CONFIG).read_text())["config"]["estimator"] == estimator
-    assert records[1]["test_elbo"] > records[0]["test_elbo"]  # 4 steps an epoch, from an untrained start
+    assert (
+        records[1]["test_elbo"] > records[0]["test_elbo"]
+    )  # 4 steps an epoch, from an untrained start

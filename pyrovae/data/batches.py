@@ -1,4 +1,4 @@
-"""Mini-batches by shuffled index slicing of a device-resident tensor (no per-item DataLoader)."""
+"""Mini-batches by shuffled index slicing of device-resident tensors (no per-item DataLoader)."""
 
 from __future__ import annotations
 
@@ -6,22 +6,26 @@ from collections.abc import Iterator
 
 import torch
 
+Batch = torch.Tensor | tuple[torch.Tensor, ...]
+
 
 def num_batches(n: int, batch_size: int) -> int:
     return -(-n // batch_size)
 
 
-def shuffled_batches(
-    x: torch.Tensor, batch_size: int, generator: torch.Generator
-) -> Iterator[torch.Tensor]:
-    """Every row of ``x`` exactly once, in a random order, ``batch_size`` rows at a time.
+def shuffled_batches(data: Batch, batch_size: int, generator: torch.Generator) -> Iterator[Batch]:
+    """Every row exactly once, in a random order, ``batch_size`` rows at a time.
 
-    One gather per epoch (``x[perm]``), then each batch is a contiguous view of it.
+    ``data`` is one tensor or a tuple of aligned tensors (images, labels): batches come in the
+    same form. One gather per epoch (``t[perm]``), then each batch is a contiguous view.
     """
-    perm = torch.randperm(x.shape[0], generator=generator, device=x.device)
-    shuffled = x[perm]
-    for start in range(0, x.shape[0], batch_size):
-        yield shuffled[start : start + batch_size]  # (≤batch_size, D)
+    tensors = data if isinstance(data, tuple) else (data,)
+    n = tensors[0].shape[0]
+    perm = torch.randperm(n, generator=generator, device=tensors[0].device)
+    shuffled = [t[perm] for t in tensors]
+    for start in range(0, n, batch_size):
+        batch = tuple(t[start : start + batch_size] for t in shuffled)  # (≤batch_size, …)
+        yield batch if isinstance(data, tuple) else batch[0]
 
 
 def epoch_generator(device: torch.device, seed: int) -> torch.Generator:

@@ -59,6 +59,10 @@ class ImageData:
     def num_pixels(self) -> int:
         return self.train_x.shape[1]
 
+    @property
+    def num_classes(self) -> int:
+        return int(max(self.train_y.max(), self.test_y.max())) + 1
+
     def train_epoch(self, seed: int, epoch: int) -> torch.Tensor:
         """The training images for ``epoch``: a fresh binarization in dynamic mode."""
         if self.mode.resample:

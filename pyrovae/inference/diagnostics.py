@@ -12,8 +12,10 @@ from pyro.infer import ELBO
 
 
 def default_groups(model, guide) -> dict[str, list[torch.nn.Parameter]]:
-    """``encoder`` = the guide's parameters (φ), ``decoder`` = the model's (θ)."""
-    return {"encoder": list(guide.parameters()), "decoder": list(model.parameters())}
+    """``encoder`` = the guide's parameters (φ), ``decoder`` = the model's other ones (θ)."""
+    encoder = list(guide.parameters())
+    shared = {id(p) for p in encoder}  # a VampPrior uses the encoder too: count it once
+    return {"encoder": encoder, "decoder": [p for p in model.parameters() if id(p) not in shared]}
 
 
 def gradient_statistics(
@@ -23,22 +25,25 @@ def gradient_statistics(
     estimator: ELBO,
     num_samples: int = 100,
     groups: Mapping[str, Iterable[torch.nn.Parameter]] | None = None,
+    y: torch.Tensor | None = None,
 ) -> dict[str, dict[str, float | torch.Tensor]]:
     """Draw ``num_samples`` gradients of ``estimator``'s loss on ``x`` and summarize each group.
 
     Per group: ``mean`` and ``variance`` (per component, flattened), ``snr`` (mean over
     components of |mean| / std), ``variance_mean`` (mean over components of the variance) and
-    ``mean_norm`` ‖E[g]‖. Streaming (Welford) in float64; parameters are not changed.
+    ``mean_norm`` ‖E[g]‖. Streaming (Welford) in float64; parameters are not changed. Labels
+    ``y`` go to a conditional model and guide.
     """
     if num_samples < 2:
         raise ValueError("gradient statistics need at least 2 samples")
     groups = {k: list(v) for k, v in (groups or default_groups(model, guide)).items()}
-    params = [p for ps in groups.values() for p in ps]
+    params = list({id(p): p for ps in groups.values() for p in ps}.values())
+    args = (x,) if y is None else (x, y)
     count, mean, m2 = 0, {}, {}
     for _ in range(num_samples):
         for p in params:
             p.grad = None
-        estimator.loss_and_grads(model, guide, x)
+        estimator.loss_and_grads(model, guide, *args)
         count += 1
         for name, ps in groups.items():
             g = torch.cat(

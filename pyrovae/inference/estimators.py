@@ -2,7 +2,8 @@
 ``loss_and_grads`` (so SVI-style steps, ``ELBOModule`` and plain torch loops all work).
 
 - ``elbo`` (Trace_ELBO, L^A): (1/K) Σ_k [log p(x, z_k) − log q(z_k|x)], z_k = g_φ(ε_k, x).
-- ``analytic-kl`` (TraceMeanField_ELBO, L^B): (1/K) Σ_k log p(x|z_k) − KL(q(z|x) ‖ p(z)).
+- ``analytic-kl`` (L^B, Pyro's TraceMeanField_ELBO without its silent Monte-Carlo fallback):
+  (1/K) Σ_k log p(x|z_k) − KL(q(z|x) ‖ p(z)), an error where no closed-form KL exists.
 - ``iwae``: L_K = log (1/K) Σ_k w_k per datapoint; ``iwae-dreg``: its doubly-reparameterized
   encoder gradient; ``elbo-stl``: L^A with the sticking-the-landing gradient;
   ``score-function`` (``-loo``: leave-one-out baseline): L^A by the log-derivative trick.
@@ -13,9 +14,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import partial
 
-from pyro.infer import ELBO, Trace_ELBO, TraceMeanField_ELBO
+from pyro.infer import ELBO, Trace_ELBO
 
 from pyrovae.errors import PyroVAEError
+from pyrovae.inference.analytic_kl import AnalyticKL
 from pyrovae.inference.iwae import IWAE, DReG
 from pyrovae.inference.score_function import ScoreFunctionELBO
 from pyrovae.inference.stl import STL
@@ -23,7 +25,7 @@ from pyrovae.registry import lookup
 
 ESTIMATORS: dict[str, Callable[..., ELBO]] = {
     "elbo": Trace_ELBO,
-    "analytic-kl": TraceMeanField_ELBO,
+    "analytic-kl": AnalyticKL,
     "iwae": IWAE,
     "iwae-dreg": DReG,
     "elbo-stl": STL,

@@ -10,6 +10,12 @@ from pyrovae.runtime import seeded
 EVAL_SEED = 1234
 
 
+def batch_args(x: torch.Tensor, y: torch.Tensor | None, start: int, size: int) -> tuple:
+    """Model/guide arguments for rows start…start+size: (x,) or (x, y)."""
+    sl = slice(start, start + size)
+    return (x[sl],) if y is None else (x[sl], y[sl])
+
+
 def _site_log_probs(trace) -> tuple[torch.Tensor, torch.Tensor]:
     """(Σ observed log-densities, Σ latent log-densities), each of shape (B,)."""
     trace.compute_log_prob()
@@ -26,12 +32,18 @@ def _site_log_probs(trace) -> tuple[torch.Tensor, torch.Tensor]:
 
 @torch.no_grad()
 def evaluate_elbo(
-    model, guide, x: torch.Tensor, batch_size: int = 1000, seed: int = EVAL_SEED
+    model,
+    guide,
+    x: torch.Tensor,
+    y: torch.Tensor | None = None,
+    batch_size: int = 1000,
+    seed: int = EVAL_SEED,
 ) -> dict[str, float]:
     """Single-sample ELBO on ``x`` with a fixed seed, per datapoint in nats.
 
     ``elbo`` = E_q[log p(x, z) − log q(z|x)], ``recon`` = E_q[log p(x|z)],
-    ``kl`` = E_q[log q(z|x) − log p(z)] (Monte Carlo), so elbo = recon − kl. Global RNG streams
+    ``kl`` = E_q[log q(z|x) − log p(z)] (Monte Carlo), so elbo = recon − kl; labels ``y`` go to
+    a conditional model and guide (the conditional ELBO of log p(x|y)). Global RNG streams
     are restored afterwards, so evaluating does not change what training draws next.
     """
     was_training = model.training, guide.training
@@ -40,9 +52,9 @@ def evaluate_elbo(
     totals = torch.zeros(3, device=x.device)
     with seeded(seed):
         for start in range(0, x.shape[0], batch_size):
-            xb = x[start : start + batch_size]
-            guide_trace = poutine.trace(guide).get_trace(xb)
-            model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(xb)
+            args = batch_args(x, y, start, batch_size)
+            guide_trace = poutine.trace(guide).get_trace(*args)
+            model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args)
             recon, log_prior = _site_log_probs(model_trace)
             _, log_q = _site_log_probs(guide_trace)
             kl = log_q - log_prior

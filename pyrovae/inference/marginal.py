@@ -8,6 +8,7 @@ import torch
 from pyro import poutine
 from tqdm.auto import tqdm
 
+from pyrovae.inference.evaluate import batch_args
 from pyrovae.inference.particles import draw_particles
 from pyrovae.runtime import seeded
 
@@ -20,6 +21,7 @@ def log_marginal_likelihood(
     guide,
     x: torch.Tensor,
     num_samples: int = 5000,
+    y: torch.Tensor | None = None,
     batch_size: int = 100,
     chunk_size: int = 500,
     seed: int = EVAL_SEED,
@@ -29,7 +31,8 @@ def log_marginal_likelihood(
 
     Streams over the data in batches of ``batch_size`` and over K in chunks of ``chunk_size``
     (a running log-sum-exp), so memory is bounded by chunk_size × batch_size particles.
-    With K samples this is also the IWAE bound L_K's estimate.
+    With K samples this is also the IWAE bound L_K's estimate. Labels ``y`` go to a
+    conditional model and guide (then it estimates log p(x|y)).
 
     Returns ``log_px`` (mean over datapoints), ``stderr`` (its standard error over datapoints),
     ``mc_stderr`` (the Monte-Carlo error of the estimate itself, by the delta method:
@@ -46,11 +49,12 @@ def log_marginal_likelihood(
     bar = tqdm(total=n * num_samples, disable=not progress, desc="log p(x)", unit_scale=True)
     with seeded(seed):
         for start in range(0, n, batch_size):
-            xb = x[start : start + batch_size]
+            args = batch_args(x, y, start, batch_size)
+            xb = args[0]
             lse_w = lse_w2 = xb.new_full((xb.shape[0],), -math.inf, dtype=torch.float64)
             for k in chunks:
                 with poutine.block():
-                    log_w = draw_particles(model, guide, (xb,), {}, k).log_w.double()  # (k, B)
+                    log_w = draw_particles(model, guide, args, {}, k).log_w.double()  # (k, B)
                 lse_w = torch.logaddexp(lse_w, torch.logsumexp(log_w, 0))
                 lse_w2 = torch.logaddexp(lse_w2, torch.logsumexp(2 * log_w, 0))
                 bar.update(k * xb.shape[0])
@@ -70,13 +74,19 @@ def log_marginal_likelihood(
 
 
 @torch.no_grad()
-def active_units(guide, x: torch.Tensor, threshold: float = 0.01, batch_size: int = 1000) -> int:
+def active_units(
+    guide,
+    x: torch.Tensor,
+    y: torch.Tensor | None = None,
+    threshold: float = 0.01,
+    batch_size: int = 1000,
+) -> int:
     """How many latent dimensions j have Cov_x(E_q[z_j|x]) > ``threshold`` (Burda et al.)."""
     means = []
     for start in range(0, x.shape[0], batch_size):
-        xb = x[start : start + batch_size]
+        args = batch_args(x, y, start, batch_size)
         with poutine.block():
-            trace = poutine.trace(guide).get_trace(xb)
-        means.append(trace.nodes["z"]["fn"].mean.reshape(xb.shape[0], -1))
+            trace = poutine.trace(guide).get_trace(*args)
+        means.append(trace.nodes["z"]["fn"].mean.reshape(args[0].shape[0], -1))
     mu = torch.cat(means)  # (N, d)
     return int((mu.var(0) > threshold).sum().item())

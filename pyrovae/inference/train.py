@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterable
+from contextlib import nullcontext
 from typing import Any
 
 import torch
@@ -14,6 +15,7 @@ from tqdm.auto import tqdm
 from pyrovae.data.batches import epoch_generator, num_batches, shuffled_batches
 from pyrovae.data.images import ImageData, epoch_seed
 from pyrovae.errors import PyroVAEError, TrainingDiverged
+from pyrovae.inference.beta import LatentScale, beta_schedule
 from pyrovae.inference.estimators import make_estimator
 from pyrovae.inference.evaluate import evaluate_elbo
 from pyrovae.runtime import set_seed
@@ -22,14 +24,15 @@ EpochCallback = Callable[[dict[str, Any]], None]
 
 
 def svi_step(
-    estimator: ELBO, model, guide, optimizer: torch.optim.Optimizer, x: torch.Tensor
+    estimator: ELBO, model, guide, optimizer: torch.optim.Optimizer, *args: torch.Tensor
 ) -> float:
-    """One SVI step: the estimator's ``loss_and_grads`` (the surrogate's backward), then Adam.
+    """One SVI step on model/guide arguments ``args`` (x, or x and y): the estimator's
+    ``loss_and_grads`` (the surrogate's backward), then the optimizer.
 
     Returns the loss summed over the batch. A non-finite loss raises before the update, so the
     parameters keep their last good values.
     """
-    loss = estimator.loss_and_grads(model, guide, x)
+    loss = estimator.loss_and_grads(model, guide, *args)
     if not math.isfinite(loss):
         optimizer.zero_grad(set_to_none=True)
         raise TrainingDiverged(f"loss became {loss} (the parameters were not updated)")
@@ -39,10 +42,12 @@ def svi_step(
 
 
 def make_optimizer(modules: Iterable[torch.nn.Module], lr: float) -> torch.optim.Adam:
-    """Adam over the parameters of model and guide (they live in the modules, not Pyro's store)."""
+    """Adam over the parameters of model and guide (they live in the modules, not Pyro's store);
+    a parameter shared by both (a VampPrior's encoder) is optimized once."""
     if not (math.isfinite(lr) and lr > 0):
         raise PyroVAEError(f"--lr must be a positive number, got {lr}")
-    return torch.optim.Adam([p for m in modules for p in m.parameters()], lr=lr)
+    params = {id(p): p for m in modules for p in m.parameters()}
+    return torch.optim.Adam(list(params.values()), lr=lr)
 
 
 def fit(
@@ -56,6 +61,8 @@ def fit(
     lr: float = 1e-3,
     num_particles: int = 1,
     seed: int = 0,
+    beta: float = 1.0,
+    kl_warmup: int = 0,
     optimizer: torch.optim.Optimizer | None = None,
     start_epoch: int = 0,
     progress: bool = True,
@@ -67,6 +74,8 @@ def fit(
     ELBO contract. With ``start_epoch == 0`` the global RNGs are seeded with ``seed``; when
     resuming, the caller restores them. Each epoch's shuffle and binarization come from
     generators seeded by (seed, epoch), so a resumed run draws the same batches.
+    ``beta``/``kl_warmup``: the KL weight β (linearly warmed up over that many steps), applied as
+    a scale on site ``"z"``. A model with ``num_classes`` > 0 is conditional: it gets the labels.
 
     Returns one record per epoch: ``train_elbo`` (mean of the per-step estimates while training)
     and ``test_elbo``, ``test_recon``, ``test_kl`` (see :func:`evaluate_elbo`), per datapoint in
@@ -82,9 +91,15 @@ def fit(
         set_seed(seed)
     n = data.train_x.shape[0]
     device = data.train_x.device
+    conditional = getattr(model, "num_classes", 0) > 0
+    test_y = data.test_y if conditional else None
+    steps_per_epoch = num_batches(n, batch_size)
+    beta_at = beta_schedule(beta, kl_warmup)
+    scaled = beta != 1.0 or kl_warmup > 0
     history = []
     for epoch in range(start_epoch + 1, epochs + 1):
         x_epoch = data.train_epoch(seed, epoch)
+        batches = (x_epoch, data.train_y) if conditional else x_epoch
         shuffle = epoch_generator(device, epoch_seed(seed, epoch) + 1)
         bar = tqdm(
             total=num_batches(n, batch_size),
@@ -98,25 +113,29 @@ def fit(
         model.train()
         guide.train()
         start = time.perf_counter()
-        for step, xb in enumerate(shuffled_batches(x_epoch, batch_size, shuffle)):
+        for step, batch in enumerate(shuffled_batches(batches, batch_size, shuffle)):
+            args = batch if conditional else (batch,)
+            weight = beta_at((epoch - 1) * steps_per_epoch + step)
             try:
-                total += svi_step(estimator, model, guide, optimizer, xb)
+                with LatentScale(weight) if scaled else nullcontext():
+                    total += svi_step(estimator, model, guide, optimizer, *args)
             except TrainingDiverged as e:
                 bar.close()
                 raise TrainingDiverged(f"epoch {epoch}, step {step + 1}: {e}") from None
-            seen += xb.shape[0]
+            seen += args[0].shape[0]
             if progress and (step % 20 == 0):
                 bar.set_postfix_str(f"elbo {-total / seen:.2f}", refresh=False)
             bar.update()
         seconds = time.perf_counter() - start
         bar.close()
-        test = evaluate_elbo(model, guide, data.test_x)
+        test = evaluate_elbo(model, guide, data.test_x, test_y)
         record = {
             "epoch": epoch,
             "train_elbo": -total / n,
             "test_elbo": test["elbo"],
             "test_recon": test["recon"],
             "test_kl": test["kl"],
+            "beta": weight,
             "seconds": seconds,
         }
         history.append(record)

@@ -2,7 +2,7 @@
 
 from pyrovae.models.decoders import DECODERS
 from pyrovae.models.likelihoods import LIKELIHOODS, Likelihood, get_likelihood
-from pyrovae.models.prior import PRIORS, StandardNormalPrior
+from pyrovae.models.prior import PRIORS, MixturePrior, StandardNormalPrior, VampPrior
 from pyrovae.models.vae import VAE
 
 __all__ = [
@@ -11,6 +11,8 @@ __all__ = [
     "PRIORS",
     "VAE",
     "Likelihood",
+    "MixturePrior",
     "StandardNormalPrior",
+    "VampPrior",
     "get_likelihood",
 ]

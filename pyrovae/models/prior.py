@@ -1,16 +1,29 @@
-"""Priors p(z): callables that return a distribution over one datapoint's latent vector."""
+"""Priors p(z): modules whose ``forward()`` returns the distribution of one datapoint's latent.
+
+Every prior has the constructor ``(latent_dim, *, guide=None, num_pixels=None)`` (a prior ignores
+what it does not use) and returns a distribution with event shape (d,) and batch shape (); the
+model's ``pyro.plate`` broadcasts it over the batch (and the particles). ``learned`` says whether
+it has parameters of its own.
+"""
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import pyro.distributions as dist
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+from pyrovae.errors import PyroVAEError
 
 
 class StandardNormalPrior(nn.Module):
     """p(z) = N(0, I_d)."""
 
-    def __init__(self, latent_dim: int) -> None:
+    learned: ClassVar[bool] = False
+
+    def __init__(self, latent_dim: int, *, guide=None, num_pixels: int | None = None) -> None:
         super().__init__()
         # Buffers follow the module across devices, so no tensor is created per step.
         self.register_buffer("loc", torch.zeros(latent_dim))
@@ -20,4 +33,99 @@ class StandardNormalPrior(nn.Module):
         return dist.Normal(self.loc, self.scale, validate_args=False).to_event(1)
 
 
-PRIORS: dict[str, type[nn.Module]] = {"normal": StandardNormalPrior}
+class MixturePrior(nn.Module):
+    """p(z) = Σ_c π_c N(μ_c, diag σ_c²), C components, all learned.
+
+    π = softmax(logits), initially uniform; μ_c ~ N(0, I) drawn from torch's global generator (so
+    ``set_seed`` reproduces them), spread out so the components do not start identical;
+    σ = softplus(ρ) + 1e-3, initially 1: the floor keeps a component from collapsing onto a
+    point, where its density (and the ELBO) would grow without bound.
+    """
+
+    learned: ClassVar[bool] = True
+    NUM_COMPONENTS: ClassVar[int] = 10
+    MIN_SCALE: ClassVar[float] = 1e-3
+
+    def __init__(
+        self,
+        latent_dim: int,
+        *,
+        guide=None,
+        num_pixels: int | None = None,
+        num_components: int | None = None,
+    ) -> None:
+        super().__init__()
+        c = self.NUM_COMPONENTS if num_components is None else num_components
+        self.logits = nn.Parameter(torch.zeros(c))  # (C,)
+        self.means = nn.Parameter(torch.randn(c, latent_dim))  # (C, d)
+        rho = torch.full((c, latent_dim), 1.0 - self.MIN_SCALE).expm1().log()  # softplus⁻¹
+        self.rho = nn.Parameter(rho)  # (C, d)
+
+    @property
+    def scales(self) -> torch.Tensor:
+        """σ_c, shape (C, d)."""
+        return F.softplus(self.rho) + self.MIN_SCALE
+
+    def forward(self) -> dist.Distribution:
+        mixing = dist.Categorical(logits=self.logits, validate_args=False)
+        components = dist.Normal(self.means, self.scales, validate_args=False).to_event(1)
+        return dist.MixtureSameFamily(mixing, components, validate_args=False)
+
+
+class VampPrior(nn.Module):
+    """The VampPrior (Tomczak & Welling 2018): p(z) = (1/C) Σ_c q_φ(z | u_c).
+
+    The components are the guide's own posterior at C learned pseudo-inputs u_c ∈ [0, 1]^D, so
+    the prior shares the encoder φ: a gradient of log p(z) reaches the encoder's weights. The
+    paper used C = 500 on MNIST; 100 here, because log p(z) evaluates every component at every
+    z, a (particles, batch, C, d) tensor, which dominates memory with many particles.
+
+    u = sigmoid(ρ) keeps the pseudo-inputs in pixel range; ρ ~ N(0, 1) (torch's global
+    generator) starts them as distinct grey noise images within (0.1, 0.9) for |ρ| < 2, where
+    the sigmoid's slope is still at least 0.1.
+
+    The guide is held by a plain reference, not as a submodule: registering it would put the
+    encoder's parameters into ``model.parameters()`` as well as ``guide.parameters()`` (an
+    optimizer over both would step them twice) and its weights into the model's state dict.
+    The prior's own parameters are the pseudo-inputs only.
+    """
+
+    learned: ClassVar[bool] = True
+    NUM_COMPONENTS: ClassVar[int] = 100
+
+    def __init__(
+        self,
+        latent_dim: int,
+        *,
+        guide=None,
+        num_pixels: int | None = None,
+        num_components: int | None = None,
+    ) -> None:
+        super().__init__()
+        if guide is None or num_pixels is None:
+            raise PyroVAEError(
+                "the vamp prior needs the guide and num_pixels (its pseudo-inputs go through "
+                "the guide's encoder)"
+            )
+        c = self.NUM_COMPONENTS if num_components is None else num_components
+        # object.__setattr__ bypasses nn.Module.__setattr__, which would register a submodule.
+        object.__setattr__(self, "_guide", guide)
+        self.rho = nn.Parameter(torch.randn(c, num_pixels))  # (C, D)
+
+    @property
+    def pseudo_inputs(self) -> torch.Tensor:
+        """u_c = sigmoid(ρ_c), shape (C, D)."""
+        return torch.sigmoid(self.rho)
+
+    def forward(self) -> dist.Distribution:
+        u = self.pseudo_inputs  # (C, D)
+        components = self._guide.posterior(u)  # batch (C,), event (d,)
+        mixing = dist.Categorical(logits=u.new_zeros(u.shape[0]), validate_args=False)
+        return dist.MixtureSameFamily(mixing, components, validate_args=False)
+
+
+PRIORS: dict[str, type[nn.Module]] = {
+    "normal": StandardNormalPrior,
+    "mixture": MixturePrior,
+    "vamp": VampPrior,
+}
