@@ -73,6 +73,17 @@ def log_marginal_likelihood(
     }
 
 
+MEAN_SAMPLES = 256
+
+
+def _posterior_mean(q) -> torch.Tensor:
+    """E_q[z]: exact where the family knows it, else a Monte-Carlo mean (a flow's, say)."""
+    try:
+        return q.mean
+    except NotImplementedError:
+        return q.sample((MEAN_SAMPLES,)).mean(0)
+
+
 @torch.no_grad()
 def active_units(
     guide,
@@ -81,12 +92,13 @@ def active_units(
     threshold: float = 0.01,
     batch_size: int = 1000,
 ) -> int:
-    """How many latent dimensions j have Cov_x(E_q[z_j|x]) > ``threshold`` (Burda et al.)."""
+    """How many latent dimensions j have Cov_x(E_q[z_j|x]) > ``threshold`` (Burda et al.);
+    E_q[z|x] by 256 samples where the guide has no closed-form mean (flows)."""
     means = []
     for start in range(0, x.shape[0], batch_size):
         args = batch_args(x, y, start, batch_size)
         with poutine.block():
             trace = poutine.trace(guide).get_trace(*args)
-        means.append(trace.nodes["z"]["fn"].mean.reshape(args[0].shape[0], -1))
+        means.append(_posterior_mean(trace.nodes["z"]["fn"]).reshape(args[0].shape[0], -1))
     mu = torch.cat(means)  # (N, d)
     return int((mu.var(0) > threshold).sum().item())
