@@ -72,3 +72,19 @@ def test_iwae_beats_elbo_on_the_test_iwae_bound(fmnist):
     mc = math.hypot(bounds["iwae"]["mc_stderr"], bounds["elbo"]["mc_stderr"])
     assert diff.mean().item() > 5 * math.hypot(paired_se, mc)
     assert torch.isfinite(diff).all()
+
+
+def test_flow_guide_beats_the_diagonal_guide(fmnist):
+    """Seeded: 4 epochs on 10k images each, `elbo`; single-sample ELBOs of the same 2000 test
+    images, paired. Recorded 2026-11-21 (all 10k test images, `fit`'s test ELBO): normal
+    −270.14, flow −264.18 nats per image."""
+    per_image = {}
+    for guide_name in ("normal", "flow"):
+        set_seed(0)
+        config = TrainConfig(hidden=(200,), latent_dim=20, guide=guide_name)
+        model, guide = build_model_and_guide(config, fmnist.num_pixels)
+        fit(model, guide, fmnist, "elbo", epochs=4, batch_size=100, progress=False)
+        out = log_marginal_likelihood(model, guide, fmnist.test_x[:2000], num_samples=1)
+        per_image[guide_name] = out["per_datapoint"]  # K = 1: the ELBO's estimate per image
+    diff = per_image["flow"] - per_image["normal"]
+    assert diff.mean().item() > 5 * diff.std().item() / math.sqrt(len(diff))

@@ -1,6 +1,5 @@
-"""Guides: encoders and the posterior families they parameterize."""
+"""Guides: the amortized guide and the posterior families its encoder parameterizes."""
 
-from pyrovae.guides.encoders import ENCODERS
 from pyrovae.guides.families import (
     GUIDES,
     MIN_SCALE,
@@ -16,7 +15,6 @@ from pyrovae.guides.families import (
 from pyrovae.guides.guide import AmortizedGuide
 
 __all__ = [
-    "ENCODERS",
     "GUIDES",
     "MIN_SCALE",
     "AmortizedGuide",
