@@ -36,8 +36,10 @@ data:
 run: $(STAMP) data
 	$(BIN)/pyrovae train $(RUN_ARGS)
 
+# One thread per test process unless told otherwise: the suite's many tiny models run about
+# twice as fast without thread hand-offs (measured: 2 min against 4 on 2 cores).
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/python -m pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
