@@ -37,7 +37,8 @@ run: $(STAMP) data
 	$(BIN)/pyrovae train $(RUN_ARGS)
 
 # One thread per test process unless told otherwise: the suite's many tiny models run about
-# twice as fast without thread hand-offs (measured: 2 min against 4 on 2 cores).
+# twice as fast without thread hand-offs (here: 2 min with one thread, 3.5–4 min with two,
+# both measured beside a running benchmark).
 test: $(STAMP)
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/python -m pytest
 
