@@ -22,6 +22,15 @@ from pyrovae.nets import NETS
 D = 784
 
 
+TINY = ["--dataset", "mnist", "--no-download", "--hidden", "16", "--latent-dim", "3"]
+
+
+def _train(run, idx_dir, *args: str) -> int:
+    """``pyrovae train`` of a tiny model on the tiny IDX dataset into ``run``."""
+    argv = ["train", *TINY, "--no-progress", "--data-dir", str(idx_dir), "--run-dir", str(run)]
+    return main([*argv, *args])
+
+
 def _pixels(likelihood: str) -> str:
     return "dynamic" if "dynamic" in LIKELIHOODS[likelihood].pixels else "grey"
 
@@ -77,29 +86,7 @@ def test_every_combination_takes_a_training_step(device, likelihood, guide, prio
 )
 def test_analytic_kl_refuses_what_has_no_closed_form(tmp_path, idx_dir, capsys, guide, prior):
     run = tmp_path / "run"
-    code = main(
-        [
-            "train",
-            "--dataset",
-            "mnist",
-            "--data-dir",
-            str(idx_dir),
-            "--no-download",
-            "--estimator",
-            "analytic-kl",
-            "--guide",
-            guide,
-            "--prior",
-            prior,
-            "--hidden",
-            "16",
-            "--latent-dim",
-            "3",
-            "--run-dir",
-            str(run),
-            "--no-progress",
-        ]
-    )
+    code = _train(run, idx_dir, "--estimator", "analytic-kl", "--guide", guide, "--prior", prior)
     err = capsys.readouterr().err
     assert code == 2 and "analytic-kl" in err and err.count("\n") == 1
     assert not run.exists()
@@ -122,20 +109,7 @@ BAD = {
 @pytest.mark.parametrize("args,message", BAD.values(), ids=BAD.keys())
 def test_bad_choices_write_nothing(tmp_path, idx_dir, capsys, args, message):
     run = tmp_path / "run"
-    code = main(
-        [
-            "train",
-            "--dataset",
-            "mnist",
-            "--data-dir",
-            str(idx_dir),
-            "--no-download",
-            "--run-dir",
-            str(run),
-            "--no-progress",
-            *args,
-        ]
-    )
+    code = _train(run, idx_dir, *args)
     err = capsys.readouterr().err
     assert code == 2 and message in err and err.count("\n") == 1
     assert not run.exists()
@@ -195,30 +169,8 @@ def test_warmup_in_a_run(tmp_path, idx_dir):
     run = tmp_path / "run"
     # 300 images, batch 50: 6 steps an epoch; warm-up over 9 steps reaches β at step 9
     assert (
-        main(
-            [
-                "train",
-                "--dataset",
-                "mnist",
-                "--data-dir",
-                str(idx_dir),
-                "--no-download",
-                "--hidden",
-                "16",
-                "--latent-dim",
-                "3",
-                "--batch-size",
-                "50",
-                "--epochs",
-                "2",
-                "--beta",
-                "4",
-                "--kl-warmup",
-                "9",
-                "--run-dir",
-                str(run),
-                "--no-progress",
-            ]
+        _train(
+            run, idx_dir, "--batch-size", "50", "--epochs", "2", "--beta", "4", "--kl-warmup", "9"
         )
         == 0
     )
@@ -255,27 +207,7 @@ def test_conditional_wiring():
 def test_conditional_run_sample_and_evaluate(tmp_path, idx_dir, capsys):
     run = tmp_path / "cvae"
     common = ["--data-dir", str(idx_dir), "--no-download"]
-    assert (
-        main(
-            [
-                "train",
-                "--dataset",
-                "mnist",
-                *common,
-                "--conditional",
-                "--hidden",
-                "16",
-                "--latent-dim",
-                "3",
-                "--epochs",
-                "1",
-                "--run-dir",
-                str(run),
-                "--no-progress",
-            ]
-        )
-        == 0
-    )
+    assert _train(run, idx_dir, "--conditional", "--epochs", "1") == 0
     assert main(["sample", str(run), "--label", "3", "--num", "8"]) == 0
     assert (run / "samples-label-3.png").stat().st_size > 0
     assert main(["sample", str(run), "--label", "9"]) == 2  # the tiny dataset has 4 classes
@@ -289,28 +221,7 @@ def test_conditional_run_sample_and_evaluate(tmp_path, idx_dir, capsys):
 
 def test_unconditional_sample_and_label_refused(tmp_path, idx_dir, capsys):
     run = tmp_path / "vae"
-    assert (
-        main(
-            [
-                "train",
-                "--dataset",
-                "mnist",
-                "--data-dir",
-                str(idx_dir),
-                "--no-download",
-                "--hidden",
-                "16",
-                "--latent-dim",
-                "3",
-                "--epochs",
-                "1",
-                "--run-dir",
-                str(run),
-                "--no-progress",
-            ]
-        )
-        == 0
-    )
+    assert _train(run, idx_dir, "--epochs", "1") == 0
     assert main(["sample", str(run), "--num", "4"]) == 0
     assert (run / "samples.png").exists()
     capsys.readouterr()
@@ -326,29 +237,7 @@ def test_autoencoder_is_a_point_mass_guide_without_kl(tmp_path, idx_dir):
     x = _batch("dynamic")
     assert torch.equal(guide(x), guide(x))  # z = the encoder's output, no noise
     run = tmp_path / "ae"
-    assert (
-        main(
-            [
-                "train",
-                "--dataset",
-                "mnist",
-                "--data-dir",
-                str(idx_dir),
-                "--no-download",
-                "--autoencoder",
-                "--hidden",
-                "16",
-                "--latent-dim",
-                "3",
-                "--epochs",
-                "2",
-                "--run-dir",
-                str(run),
-                "--no-progress",
-            ]
-        )
-        == 0
-    )
+    assert _train(run, idx_dir, "--autoencoder", "--epochs", "2") == 0
     recorded = json.loads((run / "config.json").read_text())["config"]
     assert (recorded["guide"], recorded["beta"], recorded["autoencoder"]) == ("delta", 0.0, True)
 
@@ -368,29 +257,7 @@ def test_run_folder_records_the_parts_and_evaluate_rebuilds_them(tmp_path, idx_d
         "--net",
         net,
     ]
-    assert (
-        main(
-            [
-                "train",
-                "--dataset",
-                "mnist",
-                "--data-dir",
-                str(idx_dir),
-                "--no-download",
-                "--hidden",
-                "16",
-                "--latent-dim",
-                "3",
-                "--epochs",
-                "1",
-                "--run-dir",
-                str(run),
-                "--no-progress",
-                *args,
-            ]
-        )
-        == 0
-    )
+    assert _train(run, idx_dir, "--epochs", "1", *args) == 0
     recorded = json.loads((run / "config.json").read_text())["config"]
     assert (recorded["likelihood"], recorded["guide"], recorded["prior"], recorded["net"]) == (
         "continuous-bernoulli",
