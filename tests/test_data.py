@@ -168,3 +168,26 @@ def test_debian_fashion_mnist(tmp_path):
     assert raw["train_images"].shape == (60000, 28, 28)
     assert raw["test_images"].shape == (10000, 28, 28)
     assert torch.equal(raw["test_labels"].bincount(), torch.full((10,), 1000))
+
+
+def test_download_goes_to_the_users_folder_or_the_cache(tmp_path, monkeypatch):
+    """Offline: the torchvision download is tried in --data-dir, else $PYROVAE_DATA, else the
+    cache (never a system folder), and its failure becomes the one-line 'not found' error."""
+    from pyrovae.data import files
+
+    roots = []
+
+    class Offline:
+        def __init__(self, root, train, download):
+            roots.append(root)
+            raise RuntimeError("Name or service not known")
+
+    spec = files.DatasetSpec(Offline, (str(tmp_path / "system"),), "some-package")
+    monkeypatch.setitem(files.DATASETS, "mnist", spec)
+    for data_dir, env in ((tmp_path / "flag", None), (None, tmp_path / "env"), (None, None)):
+        if env is not None:
+            monkeypatch.setenv("PYROVAE_DATA", str(env))
+        with pytest.raises(PyroVAEError, match="download failed"):
+            read_idx_dataset("mnist", str(data_dir) if data_dir else None, download=True)
+        monkeypatch.delenv("PYROVAE_DATA", raising=False)
+    assert roots == [str(tmp_path / "flag"), str(tmp_path / "env"), str(files.cache_dir() / "data")]

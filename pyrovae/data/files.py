@@ -136,7 +136,8 @@ def read_idx_dataset(
         if found is not None:
             return _read(_stage(found, spec), spec, str(directory))
     if download:
-        root = searched[0]
+        # into the user's folder (--data-dir, $PYROVAE_DATA), else the cache: never a system dir
+        root = Path(data_dir or os.environ.get("PYROVAE_DATA") or cache_dir() / "data").expanduser()
         try:
             spec.torchvision_class(str(root), train=True, download=True)
             spec.torchvision_class(str(root), train=False, download=True)
