@@ -37,8 +37,8 @@ def _data(config: TrainConfig, device: torch.device, data_dir: str | None, downl
     return load_data(config.dataset, config.pixels, device, data_dir, config.train_subset, download)
 
 
-def _build(config: TrainConfig, data: ImageData, device: torch.device):
-    model, guide = build_model_and_guide(config, data.num_pixels, data.num_classes)
+def _build(config: TrainConfig, num_pixels: int, num_classes: int, device: torch.device):
+    model, guide = build_model_and_guide(config, num_pixels, num_classes)
     return model.to(device), guide.to(device)
 
 
@@ -61,8 +61,16 @@ def _preflight(config: TrainConfig, model, guide, data: ImageData) -> None:
         raise PyroVAEError(f"the loss at initialization is {loss}; check the data and settings")
 
 
-def _restore(config: TrainConfig, state: dict[str, Any], data: ImageData, device: torch.device):
-    model, guide = _build(config, data, device)
+def _restore(
+    config: TrainConfig,
+    state: dict[str, Any],
+    num_pixels: int,
+    num_classes: int,
+    device: torch.device,
+):
+    """Model and guide with the checkpoint's weights (both: a VampPrior's components go
+    through the guide's encoder)."""
+    model, guide = _build(config, num_pixels, num_classes, device)
     try:
         model.load_state_dict(state["model"])
         guide.load_state_dict(state["guide"])
@@ -120,7 +128,7 @@ def train_run(
     data = _data(config, device, data_dir, download)
     path = Path(run_dir) if run_dir is not None else default_run_dir(config)
     set_seed(config.seed)  # the weights' initialization is part of the run
-    model, guide = _build(config, data, device)
+    model, guide = _build(config, data.num_pixels, data.num_classes, device)
     _preflight(config, model, guide, data)
     optimizer = make_optimizer((model, guide), config.lr)
     meta = {"device": str(device), "num_pixels": data.num_pixels, "num_classes": data.num_classes}
@@ -149,7 +157,7 @@ def resume_run(
             f"{path} has trained {done} of {config.epochs} epochs; pass --epochs N > {done}"
         )
     data = _data(config, dev, data_dir, download)
-    model, guide = _restore(config, state, data, dev)
+    model, guide = _restore(config, state, data.num_pixels, data.num_classes, dev)
     optimizer = make_optimizer((model, guide), config.lr)
     optimizer.load_state_dict(state["optimizer"])
     set_rng_state(state["rng"])
@@ -168,7 +176,7 @@ def _load_run(
     dev = resolve_device(config.device)
     state = load_checkpoint(path, dev)
     data = _data(config, dev, data_dir, download)
-    model, guide = _restore(config, state, data, dev)
+    model, guide = _restore(config, state, data.num_pixels, data.num_classes, dev)
     return path, config, state, data, model, guide
 
 
@@ -319,15 +327,7 @@ def sample_run(
         raise PyroVAEError("a conditional VAE generates a chosen class: pass --label Y")
     dev = resolve_device(device or config.device)
     state = load_checkpoint(path, dev)
-    model, guide = build_model_and_guide(config, int(meta["num_pixels"]), num_classes)
-    try:  # the guide too: a VampPrior's components are q(z|u) through the encoder
-        model.load_state_dict(state["model"])
-        guide.load_state_dict(state["guide"])
-    except (RuntimeError, KeyError) as e:
-        first = str(e).splitlines()[0]
-        raise PyroVAEError(f"checkpoint does not match the run's config: {first}") from None
-    model.to(dev)
-    guide.to(dev)
+    model, _ = _restore(config, state, int(meta["num_pixels"]), num_classes, dev)
     y = None if label is None else torch.full((num,), label, dtype=torch.long, device=dev)
     with seeded(seed):
         images = model.generate(num, y)  # (num, D)
