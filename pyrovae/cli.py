@@ -1,7 +1,11 @@
-"""``pyrovae train`` / ``evaluate`` / ``diagnose``: a thin layer over :mod:`pyrovae.experiment`.
+"""``pyrovae train`` / ``evaluate`` / ``diagnose`` / ``sample`` / ``plot``: a thin layer over
+:mod:`pyrovae.experiment`.
 
-The train flags are generated from :class:`~pyrovae.config.TrainConfig`'s fields. Bad input
-prints one line ``pyrovae: error: …`` on stderr and exits with status 2.
+The train flags are generated from :class:`~pyrovae.config.TrainConfig`'s fields; ``train``
+also draws the run's figures into ``RUN_DIR/figures/`` (``--no-figures`` skips them).
+``pyrovae plot RUN_DIR`` redraws one run's figures; ``pyrovae plot RUN_DIR RUN_DIR … --out DIR``
+overlays several runs' training curves. Bad input prints one line ``pyrovae: error: …`` on
+stderr and exits with status 2.
 """
 
 from __future__ import annotations
@@ -21,11 +25,12 @@ from pyrovae.experiment import (
     LOG_PX_SAMPLES,
     diagnose_run,
     evaluate_run,
+    plot_runs,
     resume_run,
     sample_run,
     train_run,
 )
-from pyrovae.rundir import DIAGNOSTICS, EVALUATION
+from pyrovae.rundir import DIAGNOSTICS, EVALUATION, FIGURES
 
 EXIT_USAGE = 2
 
@@ -76,6 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--run-dir", help="run folder (default: a new folder under runs/)")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.add_argument(
+        "--no-figures",
+        action="store_true",
+        help=f"no figures in RUN_DIR/{FIGURES}/ and no latent snapshots (2-D latent) in latents.pt",
+    )
 
     evaluate = sub.add_parser("evaluate", help="print a run's test figures")
     evaluate.add_argument("run_dir", metavar="RUN_DIR")
@@ -133,6 +143,27 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--out", help="PNG file (default: samples[-label-Y].png in RUN_DIR)")
     sample.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     sample.add_argument("--device", help="cpu, cuda or auto (default: the run's)")
+
+    plot = sub.add_parser(
+        "plot",
+        help="draw a run's figures, or overlay several runs' training curves",
+        description=f"One run: redraw its figures (training curves, reconstructions, samples, "
+        f"traversal; latent, manifold and latent snapshots for a 2-D latent space; bound, SNR "
+        f"and gradient variance where evaluate / diagnose have run) into RUN_DIR/{FIGURES}/ or "
+        f"--out. Several runs: their training curves overlaid in --out/training_curves.png "
+        f"and each run's bound and diagnostic figures in --out/LABEL/.",
+    )
+    plot.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    plot.add_argument(
+        "--out",
+        metavar="DIR",
+        help=f"folder for the PNGs (default for one run: RUN_DIR/{FIGURES}; required for several)",
+    )
+    plot.add_argument(
+        "--labels", nargs="+", metavar="LABEL", help="one name per run (default: folder names)"
+    )
+    plot.add_argument("--device", help="cpu, cuda or auto (default: the run's)")
+    _add_data_flags(plot)
     return parser
 
 
@@ -149,6 +180,7 @@ def _train(args: argparse.Namespace) -> None:
         "data_dir": args.data_dir,
         "download": not args.no_download,
         "progress": not args.no_progress,
+        "figures": not args.no_figures,
     }
     if args.resume is not None:
         fixed = sorted(set(given) - RESUMABLE)
@@ -228,7 +260,27 @@ def _sample(args: argparse.Namespace) -> None:
     print(f"{args.num} samples written to {target}")
 
 
-COMMANDS = {"train": _train, "evaluate": _evaluate, "diagnose": _diagnose, "sample": _sample}
+def _plot(args: argparse.Namespace) -> None:
+    written = plot_runs(
+        args.run_dirs,
+        args.out,
+        args.labels,
+        device=args.device,
+        data_dir=args.data_dir,
+        download=not args.no_download,
+    )
+    for path in written:
+        print(path)
+    print(f"{len(written)} figures written")
+
+
+COMMANDS = {
+    "train": _train,
+    "evaluate": _evaluate,
+    "diagnose": _diagnose,
+    "sample": _sample,
+    "plot": _plot,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

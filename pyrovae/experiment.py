@@ -19,15 +19,22 @@ from pyrovae.inference.evaluate import evaluate_elbo
 from pyrovae.inference.marginal import active_units, log_marginal_likelihood
 from pyrovae.inference.train import fit, make_optimizer
 from pyrovae.rundir import (
+    CHECKPOINT,
+    FIGURES,
+    METRICS,
     create_run,
     default_run_dir,
     load_checkpoint,
     read_config,
+    read_diagnostics,
+    read_evaluation,
+    read_latents,
     read_metrics,
     read_run_meta,
     save_checkpoint,
     write_diagnostics,
     write_evaluation,
+    write_latents,
     write_metrics,
 )
 from pyrovae.runtime import get_rng_state, resolve_device, seeded, set_rng_state, set_seed
@@ -80,8 +87,55 @@ def _restore(
     return model, guide
 
 
-def _train(config, path, model, guide, optimizer, data, start_epoch, history, progress):
+SNAPSHOT_IMAGES = 2000  # test images whose codes are recorded per epoch (2-D latent only)
+FIGURE_SEED = 0  # figures that draw (prior samples, a flow's mean) are reproducible
+
+
+class _LatentSnapshots:
+    """E_q[z|x] of the first test images, per epoch, kept in the run's ``latents.pt``.
+
+    Codes are computed under their own seed (a flow's mean is sampled), which restores every
+    generator: training draws exactly what it would draw without snapshots.
+    """
+
+    def __init__(self, path: Path, model, guide, data: ImageData, start_epoch: int) -> None:
+        self.path, self.guide = path, guide
+        n = min(SNAPSHOT_IMAGES, data.test_x.shape[0])
+        self.x = data.test_x[:n]
+        self.labels = data.test_y[:n].cpu()
+        self.y = _labels(model, data.test_y[:n])
+        self.epochs: list[int] = []
+        self.codes: list[torch.Tensor] = []
+        old = read_latents(path)
+        if old is not None and torch.equal(old["labels"], self.labels):
+            keep = [i for i, e in enumerate(old["epochs"].tolist()) if e <= start_epoch]
+            self.epochs = [int(old["epochs"][i]) for i in keep]
+            self.codes = [old["codes"][i] for i in keep]
+        if not self.epochs or self.epochs[-1] != start_epoch:
+            self.record(start_epoch)  # the weights training starts (or resumes) from
+
+    def record(self, epoch: int) -> None:
+        from pyrovae.plots import latent_codes
+
+        with seeded(FIGURE_SEED):
+            codes = latent_codes(self.guide, self.x, self.y)  # (N, 2)
+        self.epochs.append(epoch)
+        self.codes.append(codes.float().cpu())
+        write_latents(self.path, self.as_dict())
+
+    def as_dict(self) -> dict[str, torch.Tensor]:
+        return {
+            "epochs": torch.tensor(self.epochs, dtype=torch.long),  # (E,)
+            "codes": torch.stack(self.codes),  # (E, N, 2)
+            "labels": self.labels,  # (N,)
+        }
+
+
+def _train(config, path, model, guide, optimizer, data, start_epoch, history, progress, figures):
     history = list(history)
+    snapshots = None
+    if figures and config.latent_dim == 2:
+        snapshots = _LatentSnapshots(path, model, guide, data, start_epoch)
 
     def checkpoint(record: dict[str, Any]) -> None:
         save_checkpoint(
@@ -96,6 +150,8 @@ def _train(config, path, model, guide, optimizer, data, start_epoch, history, pr
         )
         history.append(record)
         write_metrics(path, history)
+        if snapshots is not None:
+            snapshots.record(record["epoch"])
 
     fit(
         model,
@@ -113,6 +169,9 @@ def _train(config, path, model, guide, optimizer, data, start_epoch, history, pr
         progress=progress,
         on_epoch_end=checkpoint,
     )
+    if figures:
+        latents = snapshots.as_dict() if snapshots is not None else None
+        _standard_figures(path / FIGURES, path.name, model, guide, data, history, latents)
     return history
 
 
@@ -122,8 +181,15 @@ def train_run(
     data_dir: str | None = None,
     download: bool = True,
     progress: bool = True,
+    figures: bool = True,
 ) -> tuple[Path, list[dict[str, Any]]]:
-    """Train a new run; returns its folder and per-epoch metrics. Bad input writes nothing."""
+    """Train a new run; returns its folder and per-epoch metrics. Bad input writes nothing.
+
+    With ``figures`` the run's standard figures go to ``figures/`` at the end (see
+    :func:`plot_runs`) and, for a 2-D latent space, the codes of the first 2000 test images are
+    recorded before training and after each epoch in ``latents.pt``. Neither changes what
+    training draws or computes.
+    """
     device = resolve_device(config.device)
     data = _data(config, device, data_dir, download)
     path = Path(run_dir) if run_dir is not None else default_run_dir(config)
@@ -133,7 +199,7 @@ def train_run(
     optimizer = make_optimizer((model, guide), config.lr)
     meta = {"device": str(device), "num_pixels": data.num_pixels, "num_classes": data.num_classes}
     create_run(path, config, meta)
-    return path, _train(config, path, model, guide, optimizer, data, 0, [], progress)
+    return path, _train(config, path, model, guide, optimizer, data, 0, [], progress, figures)
 
 
 def resume_run(
@@ -143,8 +209,10 @@ def resume_run(
     data_dir: str | None = None,
     download: bool = True,
     progress: bool = True,
+    figures: bool = True,
 ) -> tuple[Path, list[dict[str, Any]]]:
-    """Continue a run from its checkpoint up to ``epochs`` in total (default: the run's own)."""
+    """Continue a run from its checkpoint up to ``epochs`` in total (default: the run's own);
+    ``figures`` as for :func:`train_run` (latent snapshots are appended to ``latents.pt``)."""
     path = Path(run_dir)
     config = read_config(path)
     changes = {k: v for k, v in {"epochs": epochs, "device": device}.items() if v is not None}
@@ -162,7 +230,9 @@ def resume_run(
     optimizer.load_state_dict(state["optimizer"])
     set_rng_state(state["rng"])
     history = [r for r in read_metrics(path) if r["epoch"] <= done]
-    return path, _train(config, path, model, guide, optimizer, data, done, history, progress)
+    return path, _train(
+        config, path, model, guide, optimizer, data, done, history, progress, figures
+    )
 
 
 def _load_run(
@@ -311,7 +381,7 @@ def sample_run(
 ) -> Path:
     """Draw ``num`` images E[x|z], z ~ p(z) (for ``label`` with a conditional VAE) and save them
     as a PNG grid (default: ``samples.png`` or ``samples-label-<y>.png`` in the run folder)."""
-    from pyrovae.images import save_grid
+    from pyrovae.images import as_square, save_grid
 
     path = Path(run_dir)
     config = read_config(path)
@@ -333,5 +403,156 @@ def sample_run(
         images = model.generate(num, y)  # (num, D)
     name = "samples.png" if label is None else f"samples-label-{label}.png"
     target = Path(out) if out is not None else path / name
-    save_grid(images.reshape(num, 28, 28).cpu(), target)
+    save_grid(as_square(images).cpu(), target)
     return target
+
+
+SAMPLES_PER_CLASS = 8
+
+
+def _standard_figures(
+    out: Path,
+    label: str,
+    model,
+    guide,
+    data: ImageData,
+    history: Sequence[dict[str, Any]],
+    latents: dict[str, torch.Tensor] | None,
+) -> list[Path]:
+    """A run's figures into ``out``: training_curves, reconstructions (the first 8 test
+    images), samples (a conditional VAE: one row per class), traversal (of the first test
+    image along its 10 most active dimensions); with a 2-D latent space also latent (codes of
+    the first 2000 test images), manifold and latent_snapshots (from ``latents``)."""
+    from pyrovae import plots
+
+    written = []
+
+    def save(name: str, fig) -> None:
+        written.append(plots.save_figure(fig, out / name))
+
+    n = min(SNAPSHOT_IMAGES, data.test_x.shape[0])
+    x, y = data.test_x[:n], _labels(model, data.test_y[:n])
+    first = min(8, n)
+    if history:
+        save("training_curves.png", plots.training_curves({label: history}))
+    with seeded(FIGURE_SEED):
+        codes = plots.latent_codes(guide, x, y)  # (n, d)
+        save("reconstructions.png", plots.reconstructions(model, guide, x[:first], _head(y, first)))
+        if model.num_classes:
+            c = model.num_classes
+            per_class = torch.arange(c, device=x.device).repeat_interleave(SAMPLES_PER_CLASS)
+            fig = plots.prior_samples(
+                model,
+                c * SAMPLES_PER_CLASS,
+                per_class,
+                cols=SAMPLES_PER_CLASS,
+                row_labels=[f"y = {k}" for k in range(c)],
+            )
+        else:
+            fig = plots.prior_samples(model, 64)
+        save("samples.png", fig)
+        d = codes.shape[1]
+        # the most active dimensions first: Var_x E_q[z_j|x] (zero for a single image)
+        activity = codes.var(0) if n > 1 else codes.new_zeros(d)
+        dims = activity.argsort(descending=True)[: plots.TRAVERSAL_DIMS].tolist()
+        save("traversal.png", plots.traversal(model, guide, x[0], dims, y=_head(y, 1)))
+        if d == 2:
+            labels = data.test_y[:n]
+            save("latent.png", plots.latent_scatter(codes, labels, "E_q[z|x], test images"))
+            save("manifold.png", plots.manifold(model, y=0 if model.num_classes else None))
+        if latents is not None and len(latents["epochs"]):
+            fig = plots.latent_snapshots(
+                latents["epochs"].tolist(), latents["codes"], latents["labels"]
+            )
+            save("latent_snapshots.png", fig)
+    return written
+
+
+def _head(y: torch.Tensor | None, n: int) -> torch.Tensor | None:
+    return None if y is None else y[:n]
+
+
+def _diagnostic_figures(path: Path, out: Path) -> list[Path]:
+    """Figures of what ``evaluate`` and ``diagnose`` recorded in run folder ``path``:
+    bound_vs_k (test ELBO = L_1 and the importance-weighted L_K of log p(x)), snr_vs_k and
+    gradient_variance; each only when its file exists."""
+    from pyrovae import plots
+
+    written = []
+    evaluation = read_evaluation(path)
+    if evaluation is not None and evaluation.get("log_px") is not None:
+        rows = [
+            {"estimator": "L_K", "num_particles": 1, "bound": evaluation["test_elbo"]},
+            {
+                "estimator": "L_K",
+                "num_particles": evaluation["num_samples"],
+                "bound": evaluation["log_px"],
+                "stderr": evaluation.get("log_px_mc_stderr"),
+            },
+        ]
+        written.append(plots.save_figure(plots.bound_vs_k(rows), out / "bound_vs_k.png"))
+    rows = read_diagnostics(path)
+    if rows:
+        written.append(plots.save_figure(plots.snr_vs_k(rows), out / "snr_vs_k.png"))
+        written.append(
+            plots.save_figure(plots.gradient_variance(rows), out / "gradient_variance.png")
+        )
+    return written
+
+
+def _finished_run(path: Path) -> list[dict[str, Any]]:
+    """The metrics of a run folder that has finished an epoch (else a clear error)."""
+    read_run_meta(path)
+    history = read_metrics(path)
+    if not history or not (path / CHECKPOINT).is_file():
+        raise PyroVAEError(
+            f"{path} has no {CHECKPOINT} / {METRICS} (the run never finished an epoch)"
+        )
+    return history
+
+
+def plot_runs(
+    run_dirs: Sequence[str | Path],
+    out: str | Path | None = None,
+    labels: Sequence[str] | None = None,
+    device: str | None = None,
+    data_dir: str | None = None,
+    download: bool = True,
+) -> list[Path]:
+    """Draw run figures as PNGs; returns the files written.
+
+    One run: its standard figures (those ``train`` writes, from the checkpoint, the metrics and
+    ``latents.pt``) plus bound_vs_k / snr_vs_k / gradient_variance where ``evaluate`` /
+    ``diagnose`` left their files, into ``out`` (default: the run's ``figures/``). Several
+    runs: their training curves overlaid in ``out/training_curves.png`` (labelled by ``labels``,
+    default the folder names) and each run's bound and diagnostic figures in ``out/<label>/``;
+    ``out`` is required.
+    """
+    paths = [Path(p) for p in run_dirs]
+    if not paths:
+        raise PyroVAEError("plot needs at least one run folder")
+    if len(paths) > 1 and out is None:
+        raise PyroVAEError("plotting several runs needs --out DIR for the combined figures")
+    if labels is not None and len(labels) != len(paths):
+        raise PyroVAEError(f"--labels needs one label per run: {len(paths)}, got {len(labels)}")
+    names = list(labels) if labels is not None else [p.name for p in paths]
+    if len(set(names)) != len(names):
+        raise PyroVAEError("two runs have the same folder name; tell them apart with --labels")
+    if len(paths) == 1:
+        path = paths[0]
+        _finished_run(path)
+        path, _, _, data, model, guide = _load_run(path, device, data_dir, download)
+        target = Path(out) if out is not None else path / FIGURES
+        history = read_metrics(path)
+        written = _standard_figures(
+            target, names[0], model, guide, data, history, read_latents(path)
+        )
+        return written + _diagnostic_figures(path, target)
+    from pyrovae import plots
+
+    histories = {name: _finished_run(p) for name, p in zip(names, paths, strict=True)}
+    target = Path(out)
+    written = [plots.save_figure(plots.training_curves(histories), target / "training_curves.png")]
+    for name, path in zip(names, paths, strict=True):
+        written += _diagnostic_figures(path, target / name)
+    return written

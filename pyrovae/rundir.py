@@ -1,5 +1,6 @@
 """A run folder: ``config.json``, ``metrics.jsonl`` (one line per epoch), ``checkpoint.pt``,
-and what ``evaluate`` / ``diagnose`` found (``evaluation.json``, ``diagnostics.json``).
+what ``evaluate`` / ``diagnose`` found (``evaluation.json``, ``diagnostics.json``), and, for a
+2-D latent space, ``latents.pt`` (test codes per epoch); figures go to ``figures/``.
 
 Every file is written atomically (a temporary file in the same folder, then ``os.replace``), so
 a run that fails part-way leaves the last good checkpoint and metrics as they were.
@@ -22,12 +23,14 @@ from pyrovae.errors import PyroVAEError
 
 RUN_FORMAT = "pyrovae-run/1"
 CHECKPOINT_FORMAT = "pyrovae-checkpoint/1"
-CONFIG, METRICS, CHECKPOINT, EVALUATION, DIAGNOSTICS = (
+CONFIG, METRICS, CHECKPOINT, EVALUATION, DIAGNOSTICS, LATENTS, FIGURES = (
     "config.json",
     "metrics.jsonl",
     "checkpoint.pt",
     "evaluation.json",
     "diagnostics.json",
+    "latents.pt",
+    "figures",
 )
 
 
@@ -123,3 +126,42 @@ def write_evaluation(path: Path, figures: dict[str, Any]) -> None:
 
 def write_diagnostics(path: Path, rows: list[dict[str, Any]]) -> None:
     _write_json(path / DIAGNOSTICS, rows)
+
+
+def read_evaluation(path: Path) -> dict[str, Any] | None:
+    """``evaluation.json``, or None when the run was never evaluated."""
+    return _read_json(path / EVALUATION)
+
+
+def read_diagnostics(path: Path) -> list[dict[str, Any]] | None:
+    """``diagnostics.json``'s rows, or None when the run was never diagnosed."""
+    return _read_json(path / DIAGNOSTICS)
+
+
+def _read_json(file: Path) -> Any:
+    if not file.is_file():
+        return None
+    try:
+        return json.loads(file.read_text())
+    except (OSError, ValueError):
+        raise PyroVAEError(f"cannot read {file}: not valid JSON") from None
+
+
+def write_latents(path: Path, latents: dict[str, torch.Tensor]) -> None:
+    """Latent snapshots: ``epochs`` (E,), ``codes`` (E, N, 2) E_q[z|x] of the first N test
+    images after each epoch (0: before training), and their ``labels`` (N,)."""
+    atomic_write(path / LATENTS, lambda f: torch.save(latents, f))
+
+
+def read_latents(path: Path) -> dict[str, torch.Tensor] | None:
+    """What :func:`write_latents` wrote (on the CPU), or None when there is no snapshot file."""
+    file = path / LATENTS
+    if not file.is_file():
+        return None
+    try:
+        latents = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise PyroVAEError(f"cannot read {file}: {str(e).splitlines()[0]}") from None
+    if not isinstance(latents, dict) or not {"epochs", "codes", "labels"} <= set(latents):
+        raise PyroVAEError(f"{file} is not a pyrovae latent-snapshot file")
+    return latents

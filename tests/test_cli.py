@@ -1,4 +1,5 @@
-"""The command line: a run folder with metrics and checkpoint, --resume, evaluate, bad input."""
+"""The command line: a run folder with metrics and checkpoint, --resume, evaluate, plot, bad
+input."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ import sys
 import pytest
 import torch
 
-from pyrovae import ESTIMATORS
+from pyrovae import ESTIMATORS, plots
 from pyrovae.cli import main
-from pyrovae.rundir import CHECKPOINT, CONFIG, EVALUATION, METRICS
+from pyrovae.rundir import CHECKPOINT, CONFIG, EVALUATION, FIGURES, METRICS
 
 SMALL = [
     "--dataset",
@@ -30,7 +31,9 @@ SMALL = [
 ]
 
 
-def _train(tmp_path, idx_dir, *extra, name="run"):
+def _train(tmp_path, idx_dir, *extra, name="run", figures=False):
+    """A tiny ``pyrovae train`` into ``tmp_path/name``; figures (off unless asked for) are
+    tested by the plot tests here and in test_plots.py."""
     run = tmp_path / name
     code = main(
         [
@@ -42,6 +45,7 @@ def _train(tmp_path, idx_dir, *extra, name="run"):
             str(run),
             "--train-subset",
             "200",
+            *([] if figures else ["--no-figures"]),
             *extra,
         ]
     )
@@ -153,6 +157,93 @@ def test_bad_resume(tmp_path, idx_dir, capsys):
         assert main(["train", "--resume", str(run), "--no-download", *extra]) == 2
         assert message in capsys.readouterr().err
     assert _digest(run) == before
+
+
+STANDARD_FIGURES = {"training_curves.png", "reconstructions.png", "samples.png", "traversal.png"}
+DIAGNOSTIC_FIGURES = {"bound_vs_k.png", "snr_vs_k.png", "gradient_variance.png"}
+
+
+def _data_flags(idx_dir):
+    return ["--data-dir", str(idx_dir), "--no-download"]
+
+
+def _diagnose_and_evaluate(run, idx_dir):
+    """Small ``evaluate`` and ``diagnose`` runs, so the bound and diagnostic figures exist."""
+    grid = ["--estimators", "elbo", "iwae", "--num-particles", "1", "2"]
+    small = ["--samples", "3", "--batch-size", "8"]
+    assert main(["diagnose", str(run), *grid, *small, *_data_flags(idx_dir)]) == 0
+    evaluate = ["--num-samples", "5", "--test-subset", "20", "--no-progress"]
+    assert main(["evaluate", str(run), *evaluate, *_data_flags(idx_dir)]) == 0
+
+
+def test_plot_redraws_the_figures_training_wrote(tmp_path, idx_dir, capsys):
+    code, run = _train(tmp_path, idx_dir, "--epochs", "1", figures=True)
+    assert code == 0
+    trained = {p.name: p.read_bytes() for p in (run / FIGURES).iterdir()}
+    assert set(trained) == STANDARD_FIGURES  # a 4-D latent space: no 2-D figures
+    _diagnose_and_evaluate(run, idx_dir)
+    capsys.readouterr()
+    out = tmp_path / "redrawn"
+    assert main(["plot", str(run), "--out", str(out), *_data_flags(idx_dir)]) == 0
+    assert "7 figures written" in capsys.readouterr().out
+    assert {p.name for p in out.iterdir()} == STANDARD_FIGURES | DIAGNOSTIC_FIGURES
+    # from the checkpoint, the metrics and fixed seeds: the same pictures, byte for byte
+    for name, data in trained.items():
+        assert (out / name).read_bytes() == data, name
+    # without --out, into the run's own figures/
+    assert main(["plot", str(run), *_data_flags(idx_dir)]) == 0
+    assert {p.name for p in (run / FIGURES).iterdir()} == STANDARD_FIGURES | DIAGNOSTIC_FIGURES
+
+
+def test_plot_several_runs_overlays_their_curves(tmp_path, idx_dir, capsys, monkeypatch):
+    _, a = _train(tmp_path, idx_dir, "--epochs", "2", name="a")
+    _, b = _train(tmp_path, idx_dir, "--epochs", "1", "--lr", "1e-2", name="b")
+    grid = ["--estimators", "iwae", "--num-particles", "1", "4", "--samples", "3"]
+    assert main(["diagnose", str(a), *grid, "--batch-size", "8", *_data_flags(idx_dir)]) == 0
+    out = tmp_path / "both"
+    assert main(["plot", str(a), str(b), "--out", str(out), "--labels", "slow", "fast"]) == 0
+    assert "3 figures written" in capsys.readouterr().out
+    assert {p.name for p in out.iterdir()} == {"training_curves.png", "slow"}
+    assert {p.name for p in (out / "slow").iterdir()} == {"snr_vs_k.png", "gradient_variance.png"}
+    # what was plotted: each run's recorded metrics, labelled by its folder name by default
+    drawn = {}
+    draw = plots.training_curves
+
+    def spy(histories):
+        drawn.update(histories)
+        return draw(histories)
+
+    monkeypatch.setattr(plots, "training_curves", spy)
+    assert main(["plot", str(a), str(b), "--out", str(out)]) == 0
+    assert list(drawn) == ["a", "b"]  # the folder names by default
+    recorded = [json.loads(line) for line in (b / METRICS).read_text().splitlines()]
+    assert drawn["b"] == recorded
+
+
+def test_bad_plot_input(tmp_path, idx_dir, capsys):
+    _, run = _train(tmp_path, idx_dir, "--epochs", "1")
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    (unfinished / CONFIG).write_bytes((run / CONFIG).read_bytes())
+    twin = tmp_path / "other" / "run"
+    twin.mkdir(parents=True)
+    (twin / CONFIG).write_bytes((run / CONFIG).read_bytes())
+    x = str(tmp_path / "x")
+    cases = {
+        "missing": ([str(tmp_path / "nowhere")], "does not exist"),
+        "not a run": ([str(idx_dir)], "not a pyrovae run folder"),
+        "no checkpoint": ([str(unfinished)], "never finished an epoch"),
+        "several, no --out": ([str(run), str(run)], "needs --out"),
+        "labels": ([str(run), "--labels", "a", "b", "--out", x], "one label per run"),
+        "same names": ([str(run), str(twin), "--out", x], "--labels"),
+        "one unfinished": ([str(run), str(unfinished), "--out", x], "never finished"),
+    }
+    for case, (args, message) in cases.items():
+        code = main(["plot", *args, *_data_flags(idx_dir)])
+        err = capsys.readouterr().err
+        assert code == 2 and message in err and err.count("\n") == 1, case
+        assert err.startswith("pyrovae: error: "), case
+    assert not (tmp_path / "x").exists() and not (run / FIGURES).exists()
 
 
 def _cli(*args, env=None):
