@@ -47,6 +47,11 @@ class TrainConfig:
     lr: float = _opt(1e-3, "Adam learning rate")
     seed: int = _opt(0, "random seed")
     device: str = _opt("auto", "cpu, cuda or auto (cuda when a GPU is visible)")
+    no_jit: bool = _opt(
+        False,
+        "run Pyro's handlers at every step instead of replaying the loss graph recorded once "
+        "per batch shape (for a model whose control flow depends on the data)",
+    )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden", tuple(self.hidden))

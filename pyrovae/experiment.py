@@ -164,6 +164,7 @@ def _train(config, path, model, guide, optimizer, data, start_epoch, history, pr
         seed=config.seed,
         beta=config.beta,
         kl_warmup=config.kl_warmup,
+        jit=not config.no_jit,
         optimizer=optimizer,
         start_epoch=start_epoch,
         progress=progress,

@@ -17,9 +17,9 @@ class IWAE(ParticleELBO):
     def bound(self, p: Particles) -> torch.Tensor:
         return log_mean_exp(p.log_w, dim=0).sum()
 
-    def surrogate(self, p: Particles) -> torch.Tensor:
+    def surrogate(self, p: Particles, bound: torch.Tensor) -> torch.Tensor:
         require_reparameterized(p, "iwae")
-        return self.bound(p)  # autograd through z = g_φ(ε, x) gives Σ_k w̃_k ∇ log w_k
+        return bound  # autograd through z = g_φ(ε, x) gives Σ_k w̃_k ∇ log w_k
 
 
 class DReG(IWAE):
@@ -31,7 +31,9 @@ class DReG(IWAE):
     held constant, which turns S's pathwise φ-gradient from w̃-weighted into w̃²-weighted.
     """
 
-    def surrogate(self, p: Particles) -> torch.Tensor:
+    traceable = False  # g is a gradient taken inside the loss: a recorded graph cannot hold it
+
+    def surrogate(self, p: Particles, bound: torch.Tensor) -> torch.Tensor:
         require_reparameterized(p, "iwae-dreg")
         log_w_stop = p.log_p - p.log_q_stop  # (K, B); equals log w in value
         w = torch.softmax(log_w_stop.detach(), dim=0)  # normalized weights w̃, per datapoint

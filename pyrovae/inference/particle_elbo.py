@@ -49,8 +49,9 @@ class ParticleELBO(ELBO):
         """The objective's estimate, summed over the batch (a scalar)."""
 
     @abstractmethod
-    def surrogate(self, p: Particles) -> torch.Tensor:
-        """A scalar whose gradient is this estimator's gradient of :meth:`bound`."""
+    def surrogate(self, p: Particles, bound: torch.Tensor) -> torch.Tensor:
+        """A scalar whose gradient is this estimator's gradient of :meth:`bound`; ``bound`` is
+        that bound, already computed (returned as is when the gradient is its own)."""
 
     def loss(self, model, guide, *args, **kwargs) -> float:
         with torch.no_grad():
@@ -58,7 +59,10 @@ class ParticleELBO(ELBO):
 
     def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
         p = self.particles(model, guide, args, kwargs)
-        bound, surrogate = self.bound(p), self.surrogate(p)
+        bound = self.bound(p)
+        surrogate = self.surrogate(p, bound)
+        if surrogate is bound:  # a pathwise gradient of the bound itself: nothing to splice
+            return -bound
         return -(bound.detach() + surrogate - surrogate.detach())
 
     def loss_and_grads(self, model, guide, *args, **kwargs) -> float:

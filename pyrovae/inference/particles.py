@@ -7,6 +7,7 @@ log w_k = log p(x, z_k) − log q(z_k|x), shape (K, B): unlike Pyro's
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass, field
 
 import pyro
@@ -147,4 +148,4 @@ def draw_particles(
 
 def log_mean_exp(log_w: torch.Tensor, dim: int = 0) -> torch.Tensor:
     """log (1/K) Σ_k exp(log_w_k), stably."""
-    return torch.logsumexp(log_w, dim=dim) - torch.log(log_w.new_tensor(log_w.shape[dim]))
+    return torch.logsumexp(log_w, dim=dim) - math.log(log_w.shape[dim])

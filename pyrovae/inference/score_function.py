@@ -50,7 +50,7 @@ class ScoreFunctionELBO(ParticleELBO):
     def bound(self, p: Particles) -> torch.Tensor:
         return p.log_w.mean(0).sum()
 
-    def surrogate(self, p: Particles) -> torch.Tensor:
+    def surrogate(self, p: Particles, bound: torch.Tensor) -> torch.Tensor:
         f = p.log_w.detach()  # (K, B)
         centred = f - self.baseline(f) if self.baseline is not None else f
         return (p.log_w + centred * p.log_q).mean(0).sum()

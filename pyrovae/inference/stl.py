@@ -18,6 +18,6 @@ class STL(ParticleELBO):
     def bound(self, p: Particles) -> torch.Tensor:
         return p.log_w.mean(0).sum()
 
-    def surrogate(self, p: Particles) -> torch.Tensor:
+    def surrogate(self, p: Particles, bound: torch.Tensor) -> torch.Tensor:
         require_reparameterized(p, "elbo-stl")
         return (p.log_p - p.log_q_stop).mean(0).sum()
