@@ -1,8 +1,11 @@
 """Seconds per training epoch: pyrovae (Pyro SVI) against a hand-written PyTorch VAE.
 
-Both train the same nets on the same mini-batches (``reference_vae.epoch_batches``). Their
-epochs alternate in one process (pyrovae, reference, pyrovae, …) after one warm-up epoch
-each, so drifts in machine load hit both alike. As in ``pyrovae.fit``, an epoch's clock covers
+Four sides train the same nets on the same mini-batches (``reference_vae.epoch_batches``):
+pyrovae's default step (the recorded loss graph, fused Adam), pyrovae with Pyro's handlers run
+every step (``--no-jit``), the hand-written reference with Adam's defaults, and the reference
+with pyrovae's fused Adam (the same optimizer: what is left is the cost of the loss itself).
+Their epochs alternate in one process after one warm-up epoch each, so drifts in machine load
+hit all alike. As in ``pyrovae.fit``, an epoch's clock covers
 the shuffle and the steps, not the binarization.
 
     python benchmarks/epoch_time.py --repeats 5 --json benchmarks/results/epoch_time.json
@@ -25,9 +28,16 @@ from reference_vae import LOSSES, ReferenceVAE, epoch_batches, train_epoch
 from reference_vae import make_optimizer as make_reference_optimizer
 
 import pyrovae
+from pyrovae.inference.jit import JitELBO
 from pyrovae.inference.train import make_optimizer, svi_step
 
-SIDES = ("pyrovae", "reference")
+SIDES = ("pyrovae", "pyrovae-plain", "reference", "reference-fused")
+SIDE_NOTES = {
+    "pyrovae": "pyrovae.fit's step: the recorded loss graph (JitELBO) + fused Adam",
+    "pyrovae-plain": "Pyro's handlers every step (fit(jit=False), --no-jit) + fused Adam",
+    "reference": "hand-written PyTorch, torch.optim.Adam's defaults",
+    "reference-fused": "hand-written PyTorch, Adam(fused=True): pyrovae's optimizer",
+}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -102,52 +112,68 @@ def bench_estimator(
     model, guide = pyrovae.build_model_and_guide(config, data.num_pixels)
     model.to(device)
     guide.to(device)
-    estimator = pyrovae.make_estimator(name)
+    plain = pyrovae.make_estimator(name)
+    estimators = {"pyrovae": JitELBO(plain), "pyrovae-plain": plain}
     optimizer = make_optimizer((model, guide), config.lr)
-    vae = ReferenceVAE(data.num_pixels, config.hidden, config.latent_dim, config.activation)
-    vae.to(device)
-    ref_optimizer = make_reference_optimizer(vae, config.lr)
+    # each reference side trains its own copy, from the same initial weights
+    vaes = {
+        side: ReferenceVAE(data.num_pixels, config.hidden, config.latent_dim, config.activation)
+        for side in ("reference", "reference-fused")
+    }
+    vaes["reference-fused"].load_state_dict(vaes["reference"].state_dict())
+    ref_optimizers = {}
+    for side, vae in vaes.items():
+        vae.to(device)
+        ref_optimizers[side] = make_reference_optimizer(vae, config.lr, side == "reference-fused")
 
-    def pyrovae_epoch(batches: Iterator[torch.Tensor]) -> float:
+    def pyrovae_epoch(batches: Iterator[torch.Tensor], side: str) -> float:
         model.train()
         guide.train()
-        return sum(svi_step(estimator, model, guide, optimizer, xb) for xb in batches)
+        return sum(svi_step(estimators[side], model, guide, optimizer, xb) for xb in batches)
 
-    def reference_epoch(batches: Iterator[torch.Tensor]) -> float:
-        return train_epoch(vae, ref_optimizer, batches, name)
+    def reference_epoch(batches: Iterator[torch.Tensor], side: str) -> float:
+        return train_epoch(vaes[side], ref_optimizers[side], batches, name)
 
-    epochs = {"pyrovae": pyrovae_epoch, "reference": reference_epoch}
+    epochs = {
+        side: pyrovae_epoch if side.startswith("pyrovae") else reference_epoch for side in SIDES
+    }
     seconds: dict[str, list[float]] = {side: [] for side in SIDES}
     last_elbo: dict[str, float] = {}
     n = data.train_x.shape[0]
     for epoch in range(1, args.repeats + 2):
         for side in SIDES:
             batches = epoch_batches(data, config.batch_size, config.seed, epoch)
-            elapsed, loss = timed(lambda b=batches, s=side: epochs[s](b), device)
+            elapsed, loss = timed(lambda b=batches, s=side: epochs[s](b, s), device)
             last_elbo[side] = -loss / n
             tag = "warm-up" if epoch == 1 else f"{epoch - 1}/{args.repeats}"
-            print(f"  {name:12s} {side:9s} {tag:8s} {elapsed:8.3f} s  ELBO {-loss / n:9.2f}")
+            print(f"  {name:12s} {side:15s} {tag:8s} {elapsed:8.3f} s  ELBO {-loss / n:9.2f}")
             if epoch > 1:
                 seconds[side].append(elapsed)
     result: dict[str, Any] = {"estimator": name, "seconds": seconds, "train_elbo": last_elbo}
     for side in SIDES:
         result[f"median_{side}"] = statistics.median(seconds[side])
-    result["ratio"] = result["median_pyrovae"] / result["median_reference"]
+    for side in SIDES[:2]:
+        for ref in SIDES[2:]:
+            result[f"ratio_{side}_{ref}"] = result[f"median_{side}"] / result[f"median_{ref}"]
+    result["ratio"] = result["ratio_pyrovae_reference"]
     return result
 
 
 def print_table(results: list[dict[str, Any]]) -> None:
-    def span(times: list[float]) -> str:
-        return f"{min(times):.3f}–{max(times):.3f}"
-
-    print(f"\n{'estimator':12s} {'pyrovae s':>10s} {'reference s':>12s} {'ratio':>6s}", end="")
-    print(f" {'pyrovae min–max':>16s} {'reference min–max':>18s}")
+    print(f"\n{'estimator':12s}" + "".join(f" {side + ' s':>18s}" for side in SIDES))
     for r in results:
-        print(
-            f"{r['estimator']:12s} {r['median_pyrovae']:10.3f} {r['median_reference']:12.3f}"
-            f" {r['ratio']:6.2f} {span(r['seconds']['pyrovae']):>16s}"
-            f" {span(r['seconds']['reference']):>18s}"
+        print(f"{r['estimator']:12s}" + "".join(f" {r['median_' + s]:18.3f}" for s in SIDES))
+    print(f"\n{'ratio (medians)':28s}" + "".join(f" {ref:>16s}" for ref in SIDES[2:]))
+    for r in results:
+        for side in SIDES[:2]:
+            ratios = "".join(f" {r[f'ratio_{side}_{ref}']:16.3f}" for ref in SIDES[2:])
+            print(f"{r['estimator'] + ' ' + side:28s}{ratios}")
+    print("\nmin–max seconds per side:")
+    for r in results:
+        spans = ", ".join(
+            f"{s} {min(r['seconds'][s]):.3f}–{max(r['seconds'][s]):.3f}" for s in SIDES
         )
+        print(f"  {r['estimator']}: {spans}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -162,7 +188,10 @@ def main(argv: list[str] | None = None) -> None:
     n = data.train_x.shape[0]
     steps = -(-n // args.batch_size)
     print(f"{'data':14s} {args.dataset}, {n} images, batch {args.batch_size} ({steps} steps/epoch)")
-    print(f"{'repeats':14s} {args.repeats} timed epochs per side after 1 warm-up, alternating\n")
+    print(f"{'repeats':14s} {args.repeats} timed epochs per side after 1 warm-up, alternating")
+    for side, note in SIDE_NOTES.items():
+        print(f"{'':14s} {side}: {note}")
+    print()
 
     results = [bench_estimator(name, data, args, device) for name in args.estimators]
     print_table(results)

@@ -91,8 +91,9 @@ def epoch_batches(
     return shuffled_batches(x_epoch, batch_size, shuffle)
 
 
-def make_optimizer(vae: ReferenceVAE, lr: float = 1e-3) -> torch.optim.Adam:
-    return torch.optim.Adam(vae.parameters(), lr=lr)
+def make_optimizer(vae: ReferenceVAE, lr: float = 1e-3, fused: bool = False) -> torch.optim.Adam:
+    """Adam as a hand-written loop would build it (torch's defaults), or its fused kernel."""
+    return torch.optim.Adam(vae.parameters(), lr=lr, fused=fused or None)
 
 
 def train_epoch(

@@ -239,8 +239,7 @@ def _rows(x: torch.Tensor) -> torch.Tensor:
 def decode(model, z: torch.Tensor, y: torch.Tensor | int | None = None) -> torch.Tensor:
     """E_θ[x|z] (the likelihood's mean) for codes z (N, d), shape (N, D)."""
     with _evaluating(model):
-        params = model._decode(z, _labels(y, z.shape[0], z.device))
-        return model.likelihood(params).mean
+        return model.mean(z, _labels(y, z.shape[0], z.device))
 
 
 def _latent_dim(model) -> int:

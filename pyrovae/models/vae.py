@@ -41,8 +41,11 @@ class VAE(LocalPyroModule):
             pyro.sample("x", self.likelihood(self._decode(z, y)), obs=x)  # x: (B, D)
         return z
 
+    def mean(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """E_θ[x|z] (or E_θ[x|z, y]), the likelihood's mean for codes z (…, d): shape (…, D)."""
+        return self.likelihood(self._decode(z, y)).mean
+
     @torch.no_grad()
     def generate(self, num: int, y: torch.Tensor | None = None) -> torch.Tensor:
         """E[x|z] for z ~ p(z), shape (num, D): the likelihood's mean (pixel probabilities)."""
-        z = self.prior().sample((num,))  # (num, d)
-        return self.likelihood(self._decode(z, y)).mean
+        return self.mean(self.prior().sample((num,)), y)  # z: (num, d)
