@@ -2,6 +2,7 @@
 # make test  — build .venv if needed, run the test suite
 # make lint  — ruff
 # make bench — CPU speed benchmark against a hand-written PyTorch VAE
+# make notebooks — re-run every notebook in full mode, in place (their committed outputs)
 
 PYTHON ?= python3
 VENV := .venv
@@ -10,7 +11,7 @@ STAMP := $(VENV)/.installed-stamp
 FMNIST := /usr/share/datasets/fashion-mnist
 RUN_ARGS ?= --epochs 30
 
-.PHONY: run test lint bench data install
+.PHONY: run test lint bench data graphviz notebooks install
 
 install: $(STAMP)
 
@@ -33,17 +34,32 @@ data:
 		     "or set PYROVAE_DATA to a folder with the IDX files"; exit 2; \
 	fi
 
+# Graphviz's `dot` draws the notebooks' models (pyro.render_model); Debian's package when root.
+graphviz:
+	@if command -v dot >/dev/null; then \
+		true; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		apt-get install -y graphviz || (apt-get update && apt-get install -y graphviz); \
+	else \
+		echo "warning: Graphviz's dot is missing (run 'sudo apt-get install graphviz');" \
+		     "notebooks that draw a model will fail"; \
+	fi
+
 run: $(STAMP) data
 	$(BIN)/pyrovae train $(RUN_ARGS)
 
 # One thread per test process unless told otherwise: the suite's many tiny models run about
 # twice as fast without thread hand-offs (here: 2 min with one thread, 3.5–4 min with two,
 # both measured beside a running benchmark).
-test: $(STAMP)
+test: $(STAMP) graphviz
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/python -m pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+
+# Full runs, several minutes each on 2 cores; `make notebooks NOTEBOOKS=01_…ipynb` for one.
+notebooks: $(STAMP) graphviz
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/python notebooks/execute.py $(NOTEBOOKS)
 
 bench: $(STAMP) data
 	$(BIN)/python benchmarks/epoch_time.py
