@@ -1,7 +1,7 @@
 # make run   — build .venv if needed, make sure Fashion-MNIST is there, train the default VAE
 # make test  — build .venv if needed, run the test suite
 # make lint  — ruff
-# make bench — CPU speed benchmark against a hand-written PyTorch VAE
+# make bench — CPU speed against a hand-written PyTorch VAE, and how cost scales
 # make notebooks — re-run every notebook in full mode, in place (their committed outputs)
 
 PYTHON ?= python3
@@ -61,5 +61,7 @@ lint: $(STAMP)
 notebooks: $(STAMP) graphviz
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/python notebooks/execute.py $(NOTEBOOKS)
 
+# ~4–5 minutes on 2 cores: epochs against the hand-written reference, then the scaling tables.
 bench: $(STAMP) data
-	$(BIN)/python benchmarks/epoch_time.py
+	$(BIN)/python benchmarks/epoch_time.py --json benchmarks/results/epoch_time_cpu.json
+	$(BIN)/python benchmarks/scaling.py --json benchmarks/results/scaling_cpu.json
