@@ -6,7 +6,7 @@ import math
 
 import torch
 from pyro import poutine
-from tqdm.auto import tqdm
+from tqdm import tqdm  # text bars: tqdm.auto warns in a notebook without ipywidgets
 
 from pyrovae.inference.evaluate import batch_args
 from pyrovae.inference.particles import draw_particles

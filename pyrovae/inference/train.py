@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 from pyro.infer import ELBO
-from tqdm.auto import tqdm
+from tqdm import tqdm  # text bars: tqdm.auto warns in a notebook without ipywidgets
 
 from pyrovae.data.batches import epoch_generator, num_batches, shuffled_batches
 from pyrovae.data.images import ImageData, epoch_seed
