@@ -61,7 +61,9 @@ lint: $(STAMP)
 notebooks: $(STAMP) graphviz
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/python notebooks/execute.py $(NOTEBOOKS)
 
-# ~4–5 minutes on 2 cores: epochs against the hand-written reference, then the scaling tables.
+# A few minutes on 2 cores: epochs against the hand-written reference, the scaling tables,
+# and the log p(x) evaluator (K = 5000) on 200 test images.
 bench: $(STAMP) data
 	$(BIN)/python benchmarks/epoch_time.py --json benchmarks/results/epoch_time_cpu.json
 	$(BIN)/python benchmarks/scaling.py --json benchmarks/results/scaling_cpu.json
+	$(BIN)/python benchmarks/evaluator.py --images 200 --json benchmarks/results/evaluator_cpu.json
