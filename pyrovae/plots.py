@@ -486,8 +486,10 @@ def perturbation(
 
     Top row: the originals x. Then per run (label ↦ (model, guide)): E_θ[x | μ] with μ = E_q[z|x],
     and E_θ[x | μ + s ε] for each scale s, with one ε ~ N(0, I) (seeded) shared by every run.
-    An autoencoder's decoder is trained only at its codes, so nearby z decode to noise; a VAE's
-    decoder sees z ~ q(z|x) of spread σ during training and stays sensible.
+    A VAE's decoder sees z ~ q(z|x) of spread σ during training, so perturbed codes still decode
+    to plausible images (often another item); an autoencoder's decoder is trained only at its
+    codes, whose scale it chooses freely, so the same absolute noise can mean little or much to
+    it: compare at several scales, and relative to each run's code spread.
     """
     if not runs:
         raise PyroVAEError("perturbation needs at least one (model, guide) run")
