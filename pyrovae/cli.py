@@ -222,6 +222,11 @@ def _evaluate(args: argparse.Namespace) -> None:
     print(f"written to {Path(args.run_dir) / EVALUATION}")
 
 
+def _loading(args: argparse.Namespace) -> dict[str, Any]:
+    """Where a command that reloads a run puts it and finds its data."""
+    return {"device": args.device, "data_dir": args.data_dir, "download": not args.no_download}
+
+
 def _diagnose(args: argparse.Namespace) -> None:
     rows = diagnose_run(
         args.run_dir,
@@ -229,9 +234,7 @@ def _diagnose(args: argparse.Namespace) -> None:
         args.num_particles,
         samples=args.samples,
         batch_size=args.batch_size,
-        device=args.device,
-        data_dir=args.data_dir,
-        download=not args.no_download,
+        **_loading(args),
     )
     first = rows[0]
     print(
@@ -261,14 +264,7 @@ def _sample(args: argparse.Namespace) -> None:
 
 
 def _plot(args: argparse.Namespace) -> None:
-    written = plot_runs(
-        args.run_dirs,
-        args.out,
-        args.labels,
-        device=args.device,
-        data_dir=args.data_dir,
-        download=not args.no_download,
-    )
+    written = plot_runs(args.run_dirs, args.out, args.labels, **_loading(args))
     for path in written:
         print(path)
     print(f"{len(written)} figures written")
