@@ -22,6 +22,7 @@ import torch
 
 from pyrovae.errors import PyroVAEError
 from pyrovae.images import as_square, image_grid
+from pyrovae.inference.marginal import MEAN_SAMPLES, posterior_mean
 from pyrovae.rundir import atomic_write
 from pyrovae.runtime import seeded
 
@@ -30,7 +31,6 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 DPI = 80
-MEAN_SAMPLES = 256  # samples averaged for E_q[z|x] when q has no closed-form mean (flows)
 TRAVERSAL_DIMS = 10
 GROUPS = (("encoder", "encoder φ"), ("decoder", "decoder θ"))
 
@@ -247,14 +247,6 @@ def _latent_dim(model) -> int:
         return int(model.prior().event_shape[-1])
 
 
-def _sample_mean(q, num_samples: int, chunk: int = 32) -> torch.Tensor:
-    """(1/S) Σ_s z_s, z_s ~ q, drawn ``chunk`` samples at a time (bounded memory)."""
-    total = 0.0
-    for start in range(0, num_samples, chunk):
-        total = total + q.sample((min(chunk, num_samples - start),)).sum(0)
-    return total / num_samples
-
-
 def latent_codes(
     guide,
     x: torch.Tensor,
@@ -278,10 +270,7 @@ def latent_codes(
         for start in range(0, x.shape[0], batch_size):
             sl = slice(start, start + batch_size)
             q = guide.posterior(x[sl], None if y is None else y[sl])
-            try:
-                codes.append(q.mean)
-            except NotImplementedError:
-                codes.append(_sample_mean(q, num_samples))
+            codes.append(posterior_mean(q, num_samples))
     if not codes:
         raise PyroVAEError("latent_codes needs at least one image")
     return torch.cat(codes)  # (N, d)

@@ -76,12 +76,17 @@ def log_marginal_likelihood(
 MEAN_SAMPLES = 256
 
 
-def _posterior_mean(q) -> torch.Tensor:
-    """E_q[z]: exact where the family knows it, else a Monte-Carlo mean (a flow's, say)."""
+def posterior_mean(q, num_samples: int = MEAN_SAMPLES, chunk: int = 32) -> torch.Tensor:
+    """E_q[z]: exact where the family knows it, else (a flow, say) the average of
+    ``num_samples`` draws, ``chunk`` at a time (bounded memory), whose error per component is
+    std_q(z_j) / √num_samples."""
     try:
         return q.mean
     except NotImplementedError:
-        return q.sample((MEAN_SAMPLES,)).mean(0)
+        total = 0.0
+        for start in range(0, num_samples, chunk):
+            total = total + q.sample((min(chunk, num_samples - start),)).sum(0)
+        return total / num_samples
 
 
 @torch.no_grad()
@@ -99,6 +104,6 @@ def active_units(
         args = batch_args(x, y, start, batch_size)
         with poutine.block():
             trace = poutine.trace(guide).get_trace(*args)
-        means.append(_posterior_mean(trace.nodes["z"]["fn"]).reshape(args[0].shape[0], -1))
+        means.append(posterior_mean(trace.nodes["z"]["fn"]).reshape(args[0].shape[0], -1))
     mu = torch.cat(means)  # (N, d)
     return int((mu.var(0) > threshold).sum().item())
