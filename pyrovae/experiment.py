@@ -18,6 +18,8 @@ from pyrovae.inference.estimators import make_estimator
 from pyrovae.inference.evaluate import evaluate_elbo
 from pyrovae.inference.marginal import active_units, log_marginal_likelihood
 from pyrovae.inference.train import fit, make_optimizer
+from pyrovae.labels import labels_for
+from pyrovae.run_figures import LatentSnapshots, diagnostic_figures, standard_figures
 from pyrovae.rundir import (
     CHECKPOINT,
     FIGURES,
@@ -26,15 +28,12 @@ from pyrovae.rundir import (
     default_run_dir,
     load_checkpoint,
     read_config,
-    read_diagnostics,
-    read_evaluation,
     read_latents,
     read_metrics,
     read_run_meta,
     save_checkpoint,
     write_diagnostics,
     write_evaluation,
-    write_latents,
     write_metrics,
 )
 from pyrovae.runtime import get_rng_state, resolve_device, seeded, set_rng_state, set_seed
@@ -49,11 +48,6 @@ def _build(config: TrainConfig, num_pixels: int, num_classes: int, device: torch
     return model.to(device), guide.to(device)
 
 
-def _labels(model, y: torch.Tensor) -> torch.Tensor | None:
-    """The labels a conditional model takes, or None for an unconditional one."""
-    return y if model.num_classes else None
-
-
 def _preflight(config: TrainConfig, model, guide, data: ImageData) -> None:
     """One loss evaluation on a first batch, before anything is written: an incompatible pair
     (analytic-kl with a flow guide or a learned prior, …) fails here with its one-line error.
@@ -61,7 +55,7 @@ def _preflight(config: TrainConfig, model, guide, data: ImageData) -> None:
     b = min(config.batch_size, data.train_x.shape[0])
     with seeded(config.seed):
         x = data.train_epoch(config.seed, 0)[:b]
-        y = _labels(model, data.train_y[:b])
+        y = labels_for(model, data.train_y[:b])
         args = (x,) if y is None else (x, y)
         loss = make_estimator(config.estimator, config.num_particles).loss(model, guide, *args)
     if not math.isfinite(loss):
@@ -87,55 +81,11 @@ def _restore(
     return model, guide
 
 
-SNAPSHOT_IMAGES = 2000  # test images whose codes are recorded per epoch (2-D latent only)
-FIGURE_SEED = 0  # figures that draw (prior samples, a flow's mean) are reproducible
-
-
-class _LatentSnapshots:
-    """E_q[z|x] of the first test images, per epoch, kept in the run's ``latents.pt``.
-
-    Codes are computed under their own seed (a flow's mean is sampled), which restores every
-    generator: training draws exactly what it would draw without snapshots.
-    """
-
-    def __init__(self, path: Path, model, guide, data: ImageData, start_epoch: int) -> None:
-        self.path, self.guide = path, guide
-        n = min(SNAPSHOT_IMAGES, data.test_x.shape[0])
-        self.x = data.test_x[:n]
-        self.labels = data.test_y[:n].cpu()
-        self.y = _labels(model, data.test_y[:n])
-        self.epochs: list[int] = []
-        self.codes: list[torch.Tensor] = []
-        old = read_latents(path)
-        if old is not None and torch.equal(old["labels"], self.labels):
-            keep = [i for i, e in enumerate(old["epochs"].tolist()) if e <= start_epoch]
-            self.epochs = [int(old["epochs"][i]) for i in keep]
-            self.codes = [old["codes"][i] for i in keep]
-        if not self.epochs or self.epochs[-1] != start_epoch:
-            self.record(start_epoch)  # the weights training starts (or resumes) from
-
-    def record(self, epoch: int) -> None:
-        from pyrovae.plots import latent_codes
-
-        with seeded(FIGURE_SEED):
-            codes = latent_codes(self.guide, self.x, self.y)  # (N, 2)
-        self.epochs.append(epoch)
-        self.codes.append(codes.float().cpu())
-        write_latents(self.path, self.as_dict())
-
-    def as_dict(self) -> dict[str, torch.Tensor]:
-        return {
-            "epochs": torch.tensor(self.epochs, dtype=torch.long),  # (E,)
-            "codes": torch.stack(self.codes),  # (E, N, 2)
-            "labels": self.labels,  # (N,)
-        }
-
-
 def _train(config, path, model, guide, optimizer, data, start_epoch, history, progress, figures):
     history = list(history)
     snapshots = None
     if figures and config.latent_dim == 2:
-        snapshots = _LatentSnapshots(path, model, guide, data, start_epoch)
+        snapshots = LatentSnapshots(path, model, guide, data, start_epoch)
 
     def checkpoint(record: dict[str, Any]) -> None:
         save_checkpoint(
@@ -172,7 +122,7 @@ def _train(config, path, model, guide, optimizer, data, start_epoch, history, pr
     )
     if figures:
         latents = snapshots.as_dict() if snapshots is not None else None
-        _standard_figures(path / FIGURES, path.name, model, guide, data, history, latents)
+        standard_figures(path / FIGURES, path.name, model, guide, data, history, latents)
     return history
 
 
@@ -298,7 +248,7 @@ def evaluate_run(
         _at_least("--test-subset", test_subset, 1)
     path, config, state, data, model, guide = _load_run(run_dir, device, data_dir, download)
     x = _first_test_images(data, test_subset, "--test-subset")
-    y = _labels(model, data.test_y[: x.shape[0]])
+    y = labels_for(model, data.test_y[: x.shape[0]])
     test = evaluate_elbo(model, guide, x, y)
     figures: dict[str, Any] = {
         "epoch": int(state["epoch"]),
@@ -357,7 +307,7 @@ def diagnose_run(
     for name, k, estimator in grid:
         with seeded(0):
             stats = gradient_statistics(
-                model, guide, xb, estimator, num_samples=samples, y=_labels(model, yb)
+                model, guide, xb, estimator, num_samples=samples, y=labels_for(model, yb)
             )
         row: dict[str, Any] = {
             "estimator": name,
@@ -408,99 +358,6 @@ def sample_run(
     return target
 
 
-SAMPLES_PER_CLASS = 8
-
-
-def _standard_figures(
-    out: Path,
-    label: str,
-    model,
-    guide,
-    data: ImageData,
-    history: Sequence[dict[str, Any]],
-    latents: dict[str, torch.Tensor] | None,
-) -> list[Path]:
-    """A run's figures into ``out``: training_curves, reconstructions (the first 8 test
-    images), samples (a conditional VAE: one row per class), traversal (of the first test
-    image along its 10 most active dimensions); with a 2-D latent space also latent (codes of
-    the first 2000 test images), manifold and latent_snapshots (from ``latents``)."""
-    from pyrovae import plots
-
-    written = []
-
-    def save(name: str, fig) -> None:
-        written.append(plots.save_figure(fig, out / name))
-
-    n = min(SNAPSHOT_IMAGES, data.test_x.shape[0])
-    x, y = data.test_x[:n], _labels(model, data.test_y[:n])
-    first = min(8, n)
-    if history:
-        save("training_curves.png", plots.training_curves({label: history}))
-    with seeded(FIGURE_SEED):
-        codes = plots.latent_codes(guide, x, y)  # (n, d)
-        save("reconstructions.png", plots.reconstructions(model, guide, x[:first], _head(y, first)))
-        if model.num_classes:
-            c = model.num_classes
-            per_class = torch.arange(c, device=x.device).repeat_interleave(SAMPLES_PER_CLASS)
-            fig = plots.prior_samples(
-                model,
-                c * SAMPLES_PER_CLASS,
-                per_class,
-                cols=SAMPLES_PER_CLASS,
-                row_labels=[f"y = {k}" for k in range(c)],
-            )
-        else:
-            fig = plots.prior_samples(model, 64)
-        save("samples.png", fig)
-        d = codes.shape[1]
-        # the most active dimensions first: Var_x E_q[z_j|x] (zero for a single image)
-        activity = codes.var(0) if n > 1 else codes.new_zeros(d)
-        dims = activity.argsort(descending=True)[: plots.TRAVERSAL_DIMS].tolist()
-        save("traversal.png", plots.traversal(model, guide, x[0], dims, y=_head(y, 1)))
-        if d == 2:
-            labels = data.test_y[:n]
-            save("latent.png", plots.latent_scatter(codes, labels, "E_q[z|x], test images"))
-            save("manifold.png", plots.manifold(model, y=0 if model.num_classes else None))
-        if latents is not None and len(latents["epochs"]):
-            fig = plots.latent_snapshots(
-                latents["epochs"].tolist(), latents["codes"], latents["labels"]
-            )
-            save("latent_snapshots.png", fig)
-    return written
-
-
-def _head(y: torch.Tensor | None, n: int) -> torch.Tensor | None:
-    return None if y is None else y[:n]
-
-
-def _diagnostic_figures(path: Path, out: Path) -> list[Path]:
-    """Figures of what ``evaluate`` and ``diagnose`` recorded in run folder ``path``:
-    bound_vs_k (test ELBO = L_1 and the importance-weighted L_K of log p(x)), snr_vs_k and
-    gradient_variance; each only when its file exists."""
-    from pyrovae import plots
-
-    written = []
-    evaluation = read_evaluation(path)
-    if evaluation is not None and evaluation.get("log_px") is not None:
-        rows = [
-            {"estimator": "L_K", "num_particles": 1, "bound": evaluation["test_elbo"]},
-            {
-                "estimator": "L_K",
-                "num_particles": evaluation["num_samples"],
-                "bound": evaluation["log_px"],
-                "stderr": evaluation.get("log_px_mc_stderr"),
-            },
-        ]
-        written.append(plots.save_figure(plots.bound_vs_k(rows), out / "bound_vs_k.png"))
-    rows = read_diagnostics(path)
-    if rows:
-        written.append(plots.save_figure(plots.snr_vs_k(rows), out / "snr_vs_k.png"))
-        written.append(
-            plots.save_figure(plots.gradient_variance(rows), out / "gradient_variance.png")
-        )
-    return written
-
-
 def _finished_run(path: Path) -> list[dict[str, Any]]:
     """The metrics of a run folder that has finished an epoch (else a clear error)."""
     read_run_meta(path)
@@ -545,15 +402,15 @@ def plot_runs(
         path, _, _, data, model, guide = _load_run(path, device, data_dir, download)
         target = Path(out) if out is not None else path / FIGURES
         history = read_metrics(path)
-        written = _standard_figures(
+        written = standard_figures(
             target, names[0], model, guide, data, history, read_latents(path)
         )
-        return written + _diagnostic_figures(path, target)
+        return written + diagnostic_figures(path, target)
     from pyrovae import plots
 
     histories = {name: _finished_run(p) for name, p in zip(names, paths, strict=True)}
     target = Path(out)
     written = [plots.save_figure(plots.training_curves(histories), target / "training_curves.png")]
     for name, path in zip(names, paths, strict=True):
-        written += _diagnostic_figures(path, target / name)
+        written += diagnostic_figures(path, target / name)
     return written

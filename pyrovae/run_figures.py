@@ -1,0 +1,151 @@
+"""A run folder's figures: latent snapshots recorded during training, the standard figures
+``train`` draws at the end, and those of what ``evaluate`` / ``diagnose`` recorded."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pyrovae.data.images import ImageData
+from pyrovae.labels import labels_for
+from pyrovae.rundir import read_diagnostics, read_evaluation, read_latents, write_latents
+from pyrovae.runtime import seeded
+
+SNAPSHOT_IMAGES = 2000  # test images whose codes are recorded per epoch (2-D latent only)
+FIGURE_SEED = 0  # figures that draw (prior samples, a flow's mean) are reproducible
+
+
+class LatentSnapshots:
+    """E_q[z|x] of the first test images, per epoch, kept in the run's ``latents.pt``.
+
+    Codes are computed under their own seed (a flow's mean is sampled), which restores every
+    generator: training draws exactly what it would draw without snapshots.
+    """
+
+    def __init__(self, path: Path, model, guide, data: ImageData, start_epoch: int) -> None:
+        self.path, self.guide = path, guide
+        n = min(SNAPSHOT_IMAGES, data.test_x.shape[0])
+        self.x = data.test_x[:n]
+        self.labels = data.test_y[:n].cpu()
+        self.y = labels_for(model, data.test_y[:n])
+        self.epochs: list[int] = []
+        self.codes: list[torch.Tensor] = []
+        old = read_latents(path)
+        if old is not None and torch.equal(old["labels"], self.labels):
+            keep = [i for i, e in enumerate(old["epochs"].tolist()) if e <= start_epoch]
+            self.epochs = [int(old["epochs"][i]) for i in keep]
+            self.codes = [old["codes"][i] for i in keep]
+        if not self.epochs or self.epochs[-1] != start_epoch:
+            self.record(start_epoch)  # the weights training starts (or resumes) from
+
+    def record(self, epoch: int) -> None:
+        from pyrovae.plots import latent_codes
+
+        with seeded(FIGURE_SEED):
+            codes = latent_codes(self.guide, self.x, self.y)  # (N, 2)
+        self.epochs.append(epoch)
+        self.codes.append(codes.float().cpu())
+        write_latents(self.path, self.as_dict())
+
+    def as_dict(self) -> dict[str, torch.Tensor]:
+        return {
+            "epochs": torch.tensor(self.epochs, dtype=torch.long),  # (E,)
+            "codes": torch.stack(self.codes),  # (E, N, 2)
+            "labels": self.labels,  # (N,)
+        }
+
+
+SAMPLES_PER_CLASS = 8
+
+
+def standard_figures(
+    out: Path,
+    label: str,
+    model,
+    guide,
+    data: ImageData,
+    history: Sequence[dict[str, Any]],
+    latents: dict[str, torch.Tensor] | None,
+) -> list[Path]:
+    """A run's figures into ``out``: training_curves, reconstructions (the first 8 test
+    images), samples (a conditional VAE: one row per class), traversal (of the first test
+    image along its 10 most active dimensions); with a 2-D latent space also latent (codes of
+    the first 2000 test images), manifold and latent_snapshots (from ``latents``)."""
+    from pyrovae import plots
+
+    written = []
+
+    def save(name: str, fig) -> None:
+        written.append(plots.save_figure(fig, out / name))
+
+    n = min(SNAPSHOT_IMAGES, data.test_x.shape[0])
+    x, y = data.test_x[:n], labels_for(model, data.test_y[:n])
+    first = min(8, n)
+    if history:
+        save("training_curves.png", plots.training_curves({label: history}))
+    with seeded(FIGURE_SEED):
+        codes = plots.latent_codes(guide, x, y)  # (n, d)
+        save("reconstructions.png", plots.reconstructions(model, guide, x[:first], _head(y, first)))
+        if model.num_classes:
+            c = model.num_classes
+            per_class = torch.arange(c, device=x.device).repeat_interleave(SAMPLES_PER_CLASS)
+            fig = plots.prior_samples(
+                model,
+                c * SAMPLES_PER_CLASS,
+                per_class,
+                cols=SAMPLES_PER_CLASS,
+                row_labels=[f"y = {k}" for k in range(c)],
+            )
+        else:
+            fig = plots.prior_samples(model, 64)
+        save("samples.png", fig)
+        d = codes.shape[1]
+        # the most active dimensions first: Var_x E_q[z_j|x] (zero for a single image)
+        activity = codes.var(0) if n > 1 else codes.new_zeros(d)
+        dims = activity.argsort(descending=True)[: plots.TRAVERSAL_DIMS].tolist()
+        save("traversal.png", plots.traversal(model, guide, x[0], dims, y=_head(y, 1)))
+        if d == 2:
+            labels = data.test_y[:n]
+            save("latent.png", plots.latent_scatter(codes, labels, "E_q[z|x], test images"))
+            save("manifold.png", plots.manifold(model, y=0 if model.num_classes else None))
+        if latents is not None and len(latents["epochs"]):
+            fig = plots.latent_snapshots(
+                latents["epochs"].tolist(), latents["codes"], latents["labels"]
+            )
+            save("latent_snapshots.png", fig)
+    return written
+
+
+def _head(y: torch.Tensor | None, n: int) -> torch.Tensor | None:
+    return None if y is None else y[:n]
+
+
+def diagnostic_figures(path: Path, out: Path) -> list[Path]:
+    """Figures of what ``evaluate`` and ``diagnose`` recorded in run folder ``path``:
+    bound_vs_k (test ELBO = L_1 and the importance-weighted L_K of log p(x)), snr_vs_k and
+    gradient_variance; each only when its file exists."""
+    from pyrovae import plots
+
+    written = []
+    evaluation = read_evaluation(path)
+    if evaluation is not None and evaluation.get("log_px") is not None:
+        rows = [
+            {"estimator": "L_K", "num_particles": 1, "bound": evaluation["test_elbo"]},
+            {
+                "estimator": "L_K",
+                "num_particles": evaluation["num_samples"],
+                "bound": evaluation["log_px"],
+                "stderr": evaluation.get("log_px_mc_stderr"),
+            },
+        ]
+        written.append(plots.save_figure(plots.bound_vs_k(rows), out / "bound_vs_k.png"))
+    rows = read_diagnostics(path)
+    if rows:
+        written.append(plots.save_figure(plots.snr_vs_k(rows), out / "snr_vs_k.png"))
+        written.append(
+            plots.save_figure(plots.gradient_variance(rows), out / "gradient_variance.png")
+        )
+    return written
