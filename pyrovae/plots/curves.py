@@ -1,0 +1,139 @@
+"""Curves: training runs over epochs, and estimators over the number of particles K."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from pyrovae.errors import PyroVAEError
+from pyrovae.plots.common import new_figure
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+GROUPS = (("encoder", "encoder φ"), ("decoder", "decoder θ"))
+
+
+def training_curves(histories: Mapping[str, Sequence[dict[str, Any]]]) -> Figure:
+    """Per-epoch curves of one or more runs, one colour per run (label ↦ metrics.jsonl records).
+
+    Panels: the ELBO E_q[log p(x, z) − log q(z|x)] (train dashed: the mean of the training
+    steps' estimates; test solid), the test reconstruction term E_q[log p(x|z)] and the test
+    KL(q(z|x) ‖ p(z)), all per datapoint in nats.
+    """
+    if not histories:
+        raise PyroVAEError("training_curves needs at least one run's history")
+    fig = new_figure(11, 3.2, gap=0.5)
+    ax_elbo, ax_recon, ax_kl = fig.subplots(1, 3)
+    for i, (label, records) in enumerate(histories.items()):
+        color = f"C{i % 10}"
+        epochs = [r["epoch"] for r in records]
+        ax_elbo.plot(epochs, [r["train_elbo"] for r in records], "--", color=color)
+        ax_elbo.plot(epochs, [r["test_elbo"] for r in records], "-", color=color, label=label)
+        ax_recon.plot(epochs, [r["test_recon"] for r in records], "-", color=color, label=label)
+        ax_kl.plot(epochs, [r["test_kl"] for r in records], "-", color=color, label=label)
+    ax_elbo.set_title("ELBO (train dashed, test solid)", fontsize=9)
+    ax_recon.set_title("test reconstruction E_q log p(x|z)", fontsize=9)
+    ax_kl.set_title("test KL(q(z|x) ‖ p(z))", fontsize=9)
+    for ax in (ax_elbo, ax_recon, ax_kl):
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    ax_elbo.set_ylabel("nats per image")
+    ax_elbo.legend(fontsize=7)
+    return fig
+
+
+def _by_estimator(rows: Sequence[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:
+    """Rows grouped by estimator (first-seen order), each group sorted by K."""
+    groups: dict[str, list[Mapping[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(row["estimator"], []).append(row)
+    return {name: sorted(g, key=lambda r: r["num_particles"]) for name, g in groups.items()}
+
+
+def _k_axis(ax: Axes, ks: Sequence[int]) -> None:
+    """A log-scale x axis of particle counts, ticked at the K values drawn."""
+    ax.set_xscale("log")
+    ticks = sorted(set(ks))
+    ax.set_xticks(ticks, [str(k) for k in ticks])
+    ax.minorticks_off()
+    ax.set_xlabel("K (particles)")
+
+
+def bound_vs_k(rows: Sequence[Mapping[str, Any]], exact: float | None = None) -> Figure:
+    """Bounds on log p(x) against the number of particles K (log scale), one line per estimator.
+
+    Rows: {"estimator", "num_particles", "bound", optional "stderr"} (error bars ±stderr). For the
+    importance-weighted bound L_K = E log (1/K) Σ_k p(x, z_k)/q(z_k|x): L_1 = ELBO ≤ L_K ≤ L_{K+1}
+    ≤ log p(x). ``exact`` draws log p(x) itself as a horizontal line (e.g. the linear-Gaussian
+    model's closed form).
+    """
+    fig = new_figure(5, 3.5)
+    ax = fig.add_subplot()
+    for i, (name, group) in enumerate(_by_estimator(rows).items()):
+        ks = [r["num_particles"] for r in group]
+        bounds = [r["bound"] for r in group]
+        ax.plot(ks, bounds, "o-", color=f"C{i % 10}", label=name)
+        stderr = [r.get("stderr") for r in group]
+        if any(s is not None for s in stderr):
+            errors = [float("nan") if s is None else s for s in stderr]
+            ax.errorbar(ks, bounds, yerr=errors, fmt="none", ecolor=f"C{i % 10}", capsize=3)
+    if exact is not None:
+        ax.axhline(exact, color="k", linestyle=":", label="exact log p(x)")
+    _k_axis(ax, [r["num_particles"] for r in rows])
+    ax.set_ylabel("nats per datapoint")
+    ax.set_title("bound on log p(x) against K", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return fig
+
+
+def snr_vs_k(rows: Sequence[Mapping[str, Any]]) -> Figure:
+    """Gradient signal-to-noise ratio against K, log-log; encoder φ and decoder θ panels.
+
+    SNR = mean over components of |E g| / std g (Rainforth et al. 2018), from the rows of
+    :func:`pyrovae.experiment.diagnose_run`. For IWAE the encoder's SNR decays as O(1/√K)
+    while the decoder's grows as O(√K); DReG's encoder SNR does not decay.
+    """
+    fig = new_figure(9, 3.5, left=0.8)
+    axes = fig.subplots(1, 2)
+    groups = _by_estimator(rows)
+    for ax, (group, title) in zip(axes, GROUPS, strict=True):
+        for i, (name, g) in enumerate(groups.items()):
+            ks = [r["num_particles"] for r in g]
+            ax.plot(ks, [r[group]["snr"] for r in g], "o-", color=f"C{i % 10}", label=name)
+        _k_axis(ax, [r["num_particles"] for r in rows])
+        ax.set_yscale("log")
+        ax.set_title(f"gradient SNR, {title}", fontsize=9)
+        ax.grid(alpha=0.3, which="both")
+    axes[0].set_ylabel("mean |E g| / std g")
+    axes[0].legend(fontsize=7)
+    return fig
+
+
+def gradient_variance(rows: Sequence[Mapping[str, Any]]) -> Figure:
+    """Mean per-component gradient variance (1/P) Σ_p Var[g_p], log scale, as grouped bars:
+    one group per estimator, one bar per K; encoder φ and decoder θ panels."""
+    groups = _by_estimator(rows)
+    ks = sorted({r["num_particles"] for r in rows})
+    width = 0.8 / max(len(ks), 1)
+    fig = new_figure(max(6.0, 1.6 * len(groups) + 2), 3.8, left=0.8, bottom=0.9, top=0.6)
+    axes = fig.subplots(1, 2)
+    for ax, (group, title) in zip(axes, GROUPS, strict=True):
+        for j, k in enumerate(ks):
+            xs, heights = [], []
+            for i, g in enumerate(groups.values()):
+                for r in g:
+                    if r["num_particles"] == k:
+                        xs.append(i + (j - (len(ks) - 1) / 2) * width)
+                        heights.append(r[group]["variance_mean"])
+            ax.bar(xs, heights, width=width, color=f"C{j % 10}", label=f"K = {k}")
+        ax.set_xticks(range(len(groups)))
+        ax.set_xticklabels(list(groups), rotation=30, ha="right", fontsize=7)
+        ax.set_yscale("log")
+        ax.set_title(f"gradient variance, {title}", fontsize=9)
+        ax.grid(alpha=0.3, axis="y")
+    axes[0].set_ylabel("mean variance per component")
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="upper center", ncols=len(ks), fontsize=7)
+    return fig
