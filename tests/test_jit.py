@@ -8,7 +8,7 @@ import pytest
 import torch
 from conftest import DEVICES
 
-from pyrovae import TrainConfig, build_model_and_guide, fit
+from pyrovae import TrainConfig, build_model_and_guide, fit, train_run
 from pyrovae.data import load_data
 from pyrovae.guides.families import GUIDES
 from pyrovae.inference.beta import LatentScale
@@ -18,6 +18,7 @@ from pyrovae.inference.train import make_optimizer
 from pyrovae.models.likelihoods import LIKELIHOODS
 from pyrovae.models.prior import PRIORS
 from pyrovae.nets import NETS
+from pyrovae.rundir import read_config
 from pyrovae.runtime import seeded, set_seed
 
 D = 784
@@ -157,3 +158,17 @@ def test_training_with_jit_is_the_same_run(idx_dir, kl_warmup):
             assert b[key] == pytest.approx(a[key], rel=1e-5), key
     for a, b in zip(*weights, strict=True):
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
+
+
+def test_a_run_with_no_jit_is_the_same_run(tmp_path, idx_dir):
+    small = {"dataset": "mnist", "hidden": (16,), "latent_dim": 3, "epochs": 1, "device": "cpu"}
+    runs = {}
+    for no_jit in (False, True):
+        config = TrainConfig(**small, no_jit=no_jit)
+        path, history = train_run(
+            config, tmp_path / str(no_jit), str(idx_dir), download=False, progress=False
+        )
+        assert read_config(path).no_jit is no_jit  # recorded, so --resume keeps it
+        runs[no_jit] = history[-1]
+    for key in ("train_elbo", "test_elbo"):
+        assert runs[True][key] == pytest.approx(runs[False][key], rel=1e-5)
