@@ -20,7 +20,7 @@ import torch
 from epoch_time import environment
 
 import pyrovae
-from pyrovae.experiment import _load_run
+from pyrovae.experiment import load_run
 from pyrovae.inference.marginal import log_marginal_likelihood
 
 
@@ -43,7 +43,8 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     device = pyrovae.resolve_device(args.device)
     if args.run is not None:
-        _, _, _, data, model, guide = _load_run(args.run, str(device), None, True)
+        run = load_run(args.run, str(device))
+        data, model, guide = run.data, run.model, run.guide
     else:
         data = pyrovae.load_data("fashion-mnist", "dynamic", device)
         pyrovae.set_seed(0)

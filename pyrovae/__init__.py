@@ -8,7 +8,7 @@ from pyrovae.build import build_model_and_guide
 from pyrovae.config import TrainConfig
 from pyrovae.data import ImageData, load_data
 from pyrovae.errors import PyroVAEError, TrainingDiverged
-from pyrovae.experiment import evaluate_run, resume_run, train_run
+from pyrovae.experiment import LoadedRun, evaluate_run, load_run, resume_run, train_run
 from pyrovae.guides import GUIDES, AmortizedGuide
 from pyrovae.inference import ESTIMATORS, evaluate_elbo, fit, make_estimator, svi_step
 from pyrovae.models import LIKELIHOODS, PRIORS, VAE
@@ -24,12 +24,14 @@ __all__ = [
     "VAE",
     "AmortizedGuide",
     "ImageData",
+    "LoadedRun",
     "PyroVAEError",
     "TrainConfig",
     "TrainingDiverged",
     "build_model_and_guide",
     "evaluate_elbo",
     "evaluate_run",
+    "load_run",
     "fit",
     "load_data",
     "make_estimator",

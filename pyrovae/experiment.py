@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -186,10 +187,27 @@ def resume_run(
     )
 
 
-def _load_run(
-    run_dir: str | Path, device: str | None, data_dir: str | None, download: bool
-) -> tuple[Path, TrainConfig, dict[str, Any], ImageData, Any, Any]:
-    """(folder, config, checkpoint state, data, model, guide) of a trained run, on ``device``."""
+@dataclass(frozen=True)
+class LoadedRun:
+    """A trained run in memory: its folder, config (with the device used), the epoch its
+    checkpoint holds, the data, and model and guide with the checkpoint's weights."""
+
+    path: Path
+    config: TrainConfig
+    epoch: int
+    data: ImageData
+    model: Any
+    guide: Any
+
+
+def load_run(
+    run_dir: str | Path,
+    device: str | None = None,
+    data_dir: str | None = None,
+    download: bool = True,
+) -> LoadedRun:
+    """Rebuild a run folder's model and guide from its config and checkpoint, on ``device``
+    (default: the run's own), with its data: to plot, evaluate or sample in Python."""
     path = Path(run_dir)
     config = read_config(path)
     if device is not None:
@@ -198,7 +216,7 @@ def _load_run(
     state = load_checkpoint(path, dev)
     data = _data(config, dev, data_dir, download)
     model, guide = _restore(config, state, data.num_pixels, data.num_classes, dev)
-    return path, config, state, data, model, guide
+    return LoadedRun(path, config, int(state["epoch"]), data, model, guide)
 
 
 def _at_least(flag: str, value: int, low: int) -> None:
@@ -246,12 +264,13 @@ def evaluate_run(
         raise PyroVAEError(f"--num-samples must be 0 (no log p(x)) or more, got {num_samples}")
     if test_subset is not None:
         _at_least("--test-subset", test_subset, 1)
-    path, config, state, data, model, guide = _load_run(run_dir, device, data_dir, download)
+    run = load_run(run_dir, device, data_dir, download)
+    path, config, data, model, guide = run.path, run.config, run.data, run.model, run.guide
     x = _first_test_images(data, test_subset, "--test-subset")
     y = labels_for(model, data.test_y[: x.shape[0]])
     test = evaluate_elbo(model, guide, x, y)
     figures: dict[str, Any] = {
-        "epoch": int(state["epoch"]),
+        "epoch": run.epoch,
         "num_test": int(x.shape[0]),
         "test_elbo": test["elbo"],
         "test_recon": test["recon"],
@@ -300,7 +319,8 @@ def diagnose_run(
     _at_least("--batch-size", batch_size, 1)
     # every (name, K) is checked before the (slower) checkpoint and data are loaded
     grid = [(name, k, make_estimator(name, k)) for name in estimators for k in num_particles]
-    path, _, _, data, model, guide = _load_run(run_dir, device, data_dir, download)
+    run = load_run(run_dir, device, data_dir, download)
+    path, data, model, guide = run.path, run.data, run.model, run.guide
     xb = _first_test_images(data, batch_size, "--batch-size")
     yb = data.test_y[: xb.shape[0]]
     rows = []
@@ -399,7 +419,8 @@ def plot_runs(
     if len(paths) == 1:
         path = paths[0]
         _finished_run(path)
-        path, _, _, data, model, guide = _load_run(path, device, data_dir, download)
+        run = load_run(path, device, data_dir, download)
+        path, data, model, guide = run.path, run.data, run.model, run.guide
         target = Path(out) if out is not None else path / FIGURES
         history = read_metrics(path)
         written = standard_figures(

@@ -6,11 +6,11 @@ import pytest
 import torch
 from conftest import DEVICES
 
-from pyrovae import TrainConfig, build_model_and_guide, fit, resume_run, train_run
+from pyrovae import TrainConfig, build_model_and_guide, fit, load_run, resume_run, train_run
 from pyrovae.data import load_data
 from pyrovae.errors import TrainingDiverged
 from pyrovae.inference import estimators
-from pyrovae.rundir import CHECKPOINT, METRICS, read_metrics
+from pyrovae.rundir import CHECKPOINT, METRICS, load_checkpoint, read_config, read_metrics
 
 SMALL = {"hidden": (64,), "latent_dim": 8, "dataset": "mnist", "train_subset": 300}
 
@@ -82,3 +82,14 @@ def test_diverged_resume_keeps_the_checkpoint(tmp_path, idx_dir, monkeypatch):
         resume_run(path, epochs=2, data_dir=str(idx_dir), download=False, progress=False)
     assert (path / CHECKPOINT).read_bytes() == ckpt
     assert (path / METRICS).read_bytes() == metrics
+
+
+def test_load_run_rebuilds_the_checkpoint(tmp_path, idx_dir):
+    path, history = _run(tmp_path, idx_dir, 1)
+    run = load_run(path, data_dir=str(idx_dir), download=False)
+    state = load_checkpoint(path, "cpu")
+    assert run.epoch == 1 and run.config == read_config(path) and run.path == path
+    for module, key in ((run.model, "model"), (run.guide, "guide")):
+        for name, value in module.state_dict().items():
+            assert torch.equal(value, state[key][name]), name
+    assert run.data.test_x.shape[0] > 0
