@@ -20,8 +20,8 @@ import torch
 from epoch_time import environment
 
 import pyrovae
-from pyrovae.experiment import load_run
 from pyrovae.inference.marginal import log_marginal_likelihood
+from pyrovae.runs import load_run
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -4,15 +4,25 @@ The model p(z) p_θ(x|z) and the amortized guide q_φ(z|x) are Pyro functions (P
 training is SVI with an ELBO estimator chosen by name.
 """
 
-from pyrovae.build import build_model_and_guide
-from pyrovae.config import TrainConfig
+from pyrovae.core.errors import PyroVAEError, TrainingDiverged
+from pyrovae.core.runtime import resolve_device, seeded, set_seed
 from pyrovae.data import ImageData, load_data
-from pyrovae.errors import PyroVAEError, TrainingDiverged
-from pyrovae.experiment import LoadedRun, evaluate_run, load_run, resume_run, train_run
 from pyrovae.guides import GUIDES, AmortizedGuide
 from pyrovae.inference import ESTIMATORS, evaluate_elbo, fit, make_estimator, svi_step
 from pyrovae.models import LIKELIHOODS, PRIORS, VAE
-from pyrovae.runtime import resolve_device, set_seed
+from pyrovae.runs import (
+    LoadedRun,
+    TrainConfig,
+    build_model_and_guide,
+    diagnose_run,
+    evaluate_run,
+    load_run,
+    plot_runs,
+    read_metrics,
+    resume_run,
+    sample_run,
+    train_run,
+)
 
 __version__ = "0.1.0"
 
@@ -29,14 +39,19 @@ __all__ = [
     "TrainConfig",
     "TrainingDiverged",
     "build_model_and_guide",
+    "diagnose_run",
     "evaluate_elbo",
     "evaluate_run",
-    "load_run",
     "fit",
     "load_data",
+    "load_run",
     "make_estimator",
+    "plot_runs",
+    "read_metrics",
     "resolve_device",
     "resume_run",
+    "sample_run",
+    "seeded",
     "set_seed",
     "svi_step",
     "train_run",

@@ -1,7 +1,7 @@
 """``pyrovae train`` / ``evaluate`` / ``diagnose`` / ``sample`` / ``plot``: a thin layer over
-:mod:`pyrovae.experiment`.
+:mod:`pyrovae.runs`.
 
-The train flags are generated from :class:`~pyrovae.config.TrainConfig`'s fields; ``train``
+The train flags are generated from :class:`~pyrovae.runs.config.TrainConfig`'s fields; ``train``
 also draws the run's figures into ``RUN_DIR/figures/`` (``--no-figures`` skips them).
 ``pyrovae plot RUN_DIR`` redraws one run's figures; ``pyrovae plot RUN_DIR RUN_DIR … --out DIR``
 overlays several runs' training curves. Bad input prints one line ``pyrovae: error: …`` on
@@ -19,10 +19,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from pyrovae.config import TrainConfig
-from pyrovae.errors import PyroVAEError
-from pyrovae.experiment import (
+from pyrovae.core.errors import PyroVAEError
+from pyrovae.runs import (
     LOG_PX_SAMPLES,
+    TrainConfig,
     diagnose_run,
     evaluate_run,
     plot_runs,
@@ -30,7 +30,7 @@ from pyrovae.experiment import (
     sample_run,
     train_run,
 )
-from pyrovae.rundir import DIAGNOSTICS, EVALUATION, FIGURES
+from pyrovae.runs.folder import DIAGNOSTICS, EVALUATION, FIGURES
 
 EXIT_USAGE = 2
 

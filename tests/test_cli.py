@@ -13,7 +13,7 @@ import torch
 
 from pyrovae import ESTIMATORS, plots
 from pyrovae.cli import main
-from pyrovae.rundir import CHECKPOINT, CONFIG, EVALUATION, FIGURES, METRICS
+from pyrovae.runs.folder import CHECKPOINT, CONFIG, EVALUATION, FIGURES, METRICS
 
 SMALL = [
     "--dataset",

@@ -9,10 +9,10 @@ import pytest
 import torch
 from conftest import write_dataset, write_idx
 
+from pyrovae.core.errors import PyroVAEError
 from pyrovae.data import load_data, make_image_data, read_idx_dataset, shuffled_batches
 from pyrovae.data.batches import epoch_generator
 from pyrovae.data.images import epoch_seed
-from pyrovae.errors import PyroVAEError
 
 
 @pytest.mark.parametrize("compress", [True, False], ids=["gz", "plain"])

@@ -10,7 +10,7 @@ from conftest import DEVICES
 from test_linear_gaussian import D, N, Z, diagonal_guide
 
 from pyrovae import ESTIMATORS, TrainConfig, build_model_and_guide, make_estimator, set_seed
-from pyrovae.errors import PyroVAEError
+from pyrovae.core.errors import PyroVAEError
 from pyrovae.inference import active_units, gradient_statistics, log_marginal_likelihood
 from pyrovae.models.linear_gaussian import LinearGaussian
 

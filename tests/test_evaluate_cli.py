@@ -13,12 +13,12 @@ import pytest
 import torch
 from conftest import write_dataset
 
-from pyrovae.build import build_model_and_guide
 from pyrovae.cli import main
 from pyrovae.data.images import load_data
 from pyrovae.inference.evaluate import evaluate_elbo
 from pyrovae.inference.marginal import active_units
-from pyrovae.rundir import DIAGNOSTICS, EVALUATION, load_checkpoint, read_config
+from pyrovae.runs.build import build_model_and_guide
+from pyrovae.runs.folder import DIAGNOSTICS, EVALUATION, load_checkpoint, read_config
 
 LATENT_DIM = 4
 NUM_TEST = 100  # conftest.write_dataset's test split

@@ -20,8 +20,8 @@ from pyrovae import (
     make_estimator,
     set_seed,
 )
+from pyrovae.core.runtime import seeded
 from pyrovae.inference import evaluate_elbo, log_marginal_likelihood
-from pyrovae.runtime import seeded
 
 pytestmark = pytest.mark.skipif(
     not Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz").exists(),

@@ -21,7 +21,7 @@ from pyro.poutine.messenger import Messenger
 from torch import nn
 
 from pyrovae import set_seed
-from pyrovae.errors import PyroVAEError
+from pyrovae.core.errors import PyroVAEError
 from pyrovae.guides import (
     GUIDES,
     MIN_SCALE,

@@ -9,6 +9,7 @@ import torch
 from conftest import DEVICES
 
 from pyrovae import TrainConfig, build_model_and_guide, fit, train_run
+from pyrovae.core.runtime import seeded, set_seed
 from pyrovae.data import load_data
 from pyrovae.guides.families import GUIDES
 from pyrovae.inference.beta import LatentScale
@@ -18,8 +19,7 @@ from pyrovae.inference.train import make_optimizer
 from pyrovae.models.likelihoods import LIKELIHOODS
 from pyrovae.models.prior import PRIORS
 from pyrovae.nets import NETS
-from pyrovae.rundir import read_config
-from pyrovae.runtime import seeded, set_seed
+from pyrovae.runs.folder import read_config
 
 D = 784
 # float32 sums of ~10⁴ terms, evaluated in a different order by the recorded graph

@@ -12,8 +12,8 @@ import math
 import pytest
 import torch
 
+from pyrovae.core.errors import PyroVAEError
 from pyrovae.data.images import PIXEL_MODES
-from pyrovae.errors import PyroVAEError
 from pyrovae.models.likelihoods import (
     LIKELIHOODS,
     BernoulliLikelihood,

@@ -11,11 +11,11 @@ import torch
 from conftest import DEVICES
 
 from pyrovae import TrainConfig, build_model_and_guide, plots, resume_run, set_seed, train_run
+from pyrovae.core.errors import PyroVAEError
+from pyrovae.core.runtime import seeded
 from pyrovae.data.images import load_data
-from pyrovae.errors import PyroVAEError
-from pyrovae.images import as_square, tile_at
-from pyrovae.rundir import CHECKPOINT, FIGURES, LATENTS, load_checkpoint, read_latents
-from pyrovae.runtime import seeded
+from pyrovae.plots.grids import as_square, tile_at
+from pyrovae.runs.folder import CHECKPOINT, FIGURES, LATENTS, load_checkpoint, read_latents
 
 D, SIDE = 784, 28
 

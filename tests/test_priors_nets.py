@@ -10,12 +10,12 @@ import torch
 from pyro import poutine
 from torch import nn
 
-from pyrovae.errors import PyroVAEError
+from pyrovae.core.errors import PyroVAEError
+from pyrovae.core.runtime import set_seed
 from pyrovae.guides import families
 from pyrovae.guides.guide import AmortizedGuide
 from pyrovae.models.prior import PRIORS, MixturePrior, StandardNormalPrior, VampPrior
 from pyrovae.nets import MLP, NETS, ConvDecoder, ConvEncoder
-from pyrovae.runtime import set_seed
 
 D = 784  # pixels
 LATENT = 3

@@ -7,10 +7,10 @@ import torch
 from conftest import DEVICES
 
 from pyrovae import TrainConfig, build_model_and_guide, fit, load_run, resume_run, train_run
+from pyrovae.core.errors import TrainingDiverged
 from pyrovae.data import load_data
-from pyrovae.errors import TrainingDiverged
 from pyrovae.inference import estimators
-from pyrovae.rundir import CHECKPOINT, METRICS, load_checkpoint, read_config, read_metrics
+from pyrovae.runs.folder import CHECKPOINT, METRICS, load_checkpoint, read_config, read_metrics
 
 SMALL = {"hidden": (64,), "latent_dim": 8, "dataset": "mnist", "train_subset": 300}
 

@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 from torchvision import datasets
 
-from pyrovae.errors import PyroVAEError
-from pyrovae.registry import lookup
+from pyrovae.core.errors import PyroVAEError
+from pyrovae.core.registry import lookup
 
 FILES = (
     "train-images-idx3-ubyte",

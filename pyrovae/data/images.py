@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 import torch
 
+from pyrovae.core.errors import PyroVAEError
+from pyrovae.core.registry import lookup
 from pyrovae.data.files import read_idx_dataset
-from pyrovae.errors import PyroVAEError
-from pyrovae.registry import lookup
 
 # Fixed seeds so binarized test sets (and static training sets) are the same in every run.
 TEST_BINARIZATION_SEED = 20151231

@@ -6,10 +6,10 @@ import pyro
 import torch
 from torch import nn
 
-from pyrovae.errors import PyroVAEError
+from pyrovae.core.errors import PyroVAEError
+from pyrovae.core.labels import with_label
+from pyrovae.core.modules import LocalPyroModule
 from pyrovae.guides.families import Family
-from pyrovae.labels import with_label
-from pyrovae.modules import LocalPyroModule
 
 
 class AmortizedGuide(LocalPyroModule):

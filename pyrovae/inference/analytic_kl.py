@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from pyrovae.errors import PyroVAEError
+from pyrovae.core.errors import PyroVAEError
 from pyrovae.inference.kl import analytic_kl, describe
 from pyrovae.inference.particle_elbo import ParticleELBO, require_reparameterized
 from pyrovae.inference.particles import Particles

@@ -16,12 +16,12 @@ from functools import partial
 
 from pyro.infer import ELBO, Trace_ELBO
 
-from pyrovae.errors import PyroVAEError
+from pyrovae.core.errors import PyroVAEError
+from pyrovae.core.registry import lookup
 from pyrovae.inference.analytic_kl import AnalyticKL
 from pyrovae.inference.iwae import IWAE, DReG
 from pyrovae.inference.score_function import ScoreFunctionELBO
 from pyrovae.inference.stl import STL
-from pyrovae.registry import lookup
 
 ESTIMATORS: dict[str, Callable[..., ELBO]] = {
     "elbo": Trace_ELBO,

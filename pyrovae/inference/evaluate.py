@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from pyro import poutine
 
-from pyrovae.runtime import seeded
+from pyrovae.core.runtime import seeded
 
 EVAL_SEED = 1234
 

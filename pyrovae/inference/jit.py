@@ -25,8 +25,8 @@ import torch
 from pyro.infer import ELBO
 from pyro.poutine.runtime import _PYRO_STACK
 
-from pyrovae.errors import PyroVAEError
-from pyrovae.runtime import get_rng_state, set_rng_state
+from pyrovae.core.errors import PyroVAEError
+from pyrovae.core.runtime import get_rng_state, set_rng_state
 
 
 class _LossGraph(torch.nn.Module):

@@ -8,9 +8,9 @@ import torch
 from pyro import poutine
 from tqdm import tqdm  # text bars: tqdm.auto warns in a notebook without ipywidgets
 
+from pyrovae.core.runtime import seeded
 from pyrovae.inference.evaluate import batch_args
 from pyrovae.inference.particles import draw_particles
-from pyrovae.runtime import seeded
 
 EVAL_SEED = 4321
 

@@ -13,7 +13,7 @@ from abc import abstractmethod
 import torch
 from pyro.infer import ELBO
 
-from pyrovae.errors import PyroVAEError
+from pyrovae.core.errors import PyroVAEError
 from pyrovae.inference.particles import Particles, draw_particles
 
 

@@ -17,7 +17,7 @@ from pyro.distributions.util import scale_and_mask
 from pyro.poutine.util import prune_subsample_sites
 from torch.distributions import Distribution
 
-from pyrovae.errors import PyroVAEError
+from pyrovae.core.errors import PyroVAEError
 
 PARTICLE_PLATE = "num_particles_vectorized"
 

@@ -9,10 +9,10 @@ from collections.abc import Callable
 
 import torch
 
-from pyrovae.errors import PyroVAEError
+from pyrovae.core.errors import PyroVAEError
+from pyrovae.core.registry import lookup
 from pyrovae.inference.particle_elbo import ParticleELBO
 from pyrovae.inference.particles import Particles
-from pyrovae.registry import lookup
 
 
 def leave_one_out(f: torch.Tensor) -> torch.Tensor:

@@ -12,14 +12,14 @@ import torch
 from pyro.infer import ELBO
 from tqdm import tqdm  # text bars: tqdm.auto warns in a notebook without ipywidgets
 
+from pyrovae.core.errors import PyroVAEError, TrainingDiverged
+from pyrovae.core.runtime import set_seed
 from pyrovae.data.batches import epoch_generator, num_batches, shuffled_batches
 from pyrovae.data.images import ImageData, epoch_seed
-from pyrovae.errors import PyroVAEError, TrainingDiverged
 from pyrovae.inference.beta import LatentScale, beta_schedule
 from pyrovae.inference.estimators import make_estimator
 from pyrovae.inference.evaluate import evaluate_elbo
 from pyrovae.inference.jit import JitELBO
-from pyrovae.runtime import set_seed
 
 EpochCallback = Callable[[dict[str, Any]], None]
 

@@ -20,8 +20,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from pyrovae.errors import PyroVAEError
-from pyrovae.registry import lookup
+from pyrovae.core.errors import PyroVAEError
+from pyrovae.core.registry import lookup
 
 BINARY = frozenset({"dynamic", "static"})
 GREY = frozenset({"grey"})

@@ -12,7 +12,7 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
-from pyrovae.modules import LocalPyroModule
+from pyrovae.core.modules import LocalPyroModule
 
 
 class LinearGaussian(LocalPyroModule):

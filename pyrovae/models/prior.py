@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pyrovae.errors import PyroVAEError
+from pyrovae.core.errors import PyroVAEError
 
 
 class StandardNormalPrior(nn.Module):

@@ -6,9 +6,9 @@ import pyro
 import torch
 from torch import nn
 
-from pyrovae.errors import PyroVAEError
-from pyrovae.labels import with_label
-from pyrovae.modules import LocalPyroModule
+from pyrovae.core.errors import PyroVAEError
+from pyrovae.core.labels import with_label
+from pyrovae.core.modules import LocalPyroModule
 
 
 class VAE(LocalPyroModule):

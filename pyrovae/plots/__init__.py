@@ -21,6 +21,7 @@ from pyrovae.plots.decoded import (
     reconstructions,
     traversal,
 )
+from pyrovae.plots.grids import image_grid
 from pyrovae.plots.latents import latent_codes, latent_scatter, latent_snapshots
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "bound_vs_k",
     "decode",
     "gradient_variance",
+    "image_grid",
     "interpolation",
     "latent_codes",
     "latent_scatter",

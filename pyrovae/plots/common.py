@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from pyrovae.errors import PyroVAEError
-from pyrovae.images import as_square
-from pyrovae.rundir import atomic_write
+from pyrovae.core.errors import PyroVAEError
+from pyrovae.core.files import atomic_write
+from pyrovae.plots.grids import as_square
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from pyrovae.errors import PyroVAEError
+from pyrovae.core.errors import PyroVAEError
 from pyrovae.plots.common import new_figure
 
 if TYPE_CHECKING:
@@ -93,7 +93,7 @@ def snr_vs_k(rows: Sequence[Mapping[str, Any]]) -> Figure:
     """Gradient signal-to-noise ratio against K, log-log; encoder φ and decoder θ panels.
 
     SNR = mean over components of |E g| / std g (Rainforth et al. 2018), from the rows of
-    :func:`pyrovae.experiment.diagnose_run`. For IWAE the encoder's SNR decays as O(1/√K)
+    :func:`pyrovae.runs.diagnose_run`. For IWAE the encoder's SNR decays as O(1/√K)
     while the decoder's grows as O(√K); DReG's encoder SNR does not decay.
     """
     fig = new_figure(9, 3.5, left=0.8)

@@ -8,11 +8,11 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from pyrovae.errors import PyroVAEError
-from pyrovae.images import as_square, image_grid
+from pyrovae.core.errors import PyroVAEError
+from pyrovae.core.runtime import seeded
 from pyrovae.plots.common import as_rows, decode, evaluating, label_tensor, latent_dim
+from pyrovae.plots.grids import as_square, image_grid
 from pyrovae.plots.latents import latent_codes
-from pyrovae.runtime import seeded
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from pyrovae.errors import PyroVAEError
+from pyrovae.core.errors import PyroVAEError
 from pyrovae.inference.marginal import MEAN_SAMPLES, posterior_mean
 from pyrovae.plots.common import as_rows, evaluating, label_tensor, new_figure
 
@@ -29,7 +29,7 @@ def latent_codes(
 
     Exact where q's distribution has a closed-form mean; otherwise (a flow) the average of
     ``num_samples`` draws from q, whose error per component is std_q(z_j|x) / √num_samples
-    (drawn from the global RNG: wrap the call in ``pyrovae.runtime.seeded`` to fix it).
+    (drawn from the global RNG: wrap the call in ``pyrovae.core.runtime.seeded`` to fix it).
     """
     if num_samples < 1:
         raise PyroVAEError(f"num_samples must be at least 1, got {num_samples}")

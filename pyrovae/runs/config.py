@@ -7,15 +7,15 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from pyrovae.core.errors import PyroVAEError
+from pyrovae.core.registry import lookup
 from pyrovae.data.files import DATASETS
 from pyrovae.data.images import PIXEL_MODES
-from pyrovae.errors import PyroVAEError
 from pyrovae.guides.families import GUIDES
 from pyrovae.inference.estimators import ESTIMATORS, make_estimator
 from pyrovae.models.likelihoods import get_likelihood
 from pyrovae.models.prior import PRIORS
 from pyrovae.nets import ACTIVATIONS, NETS
-from pyrovae.registry import lookup
 
 
 def _opt(default: Any, help: str) -> Any:

@@ -1,5 +1,7 @@
 """Image grids: flattened images as squares, tiled into one montage, drawn on one Axes.
 
+The bottom of the plots package: it imports nothing from the rest of it.
+
 A grid is a single ``imshow`` of one tiled array rather than one Axes per image, which keeps
 even a 20 × 20 manifold cheap to draw. Matplotlib's object API only: no pyplot, no global
 backend state.
@@ -9,12 +11,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 
-from pyrovae.errors import PyroVAEError
+from pyrovae.core.errors import PyroVAEError
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -110,10 +111,3 @@ def image_grid(
     if title:
         ax.set_title(title, fontsize=9)
     return fig
-
-
-def save_grid(images: torch.Tensor, path: str | Path, cols: int | None = None) -> Path:
-    """Save (N, H, W) images in [0, 1] as one grey-level PNG grid; returns the path."""
-    from pyrovae.plots import save_figure  # plots builds on this module
-
-    return save_figure(image_grid(images, cols), path)

@@ -9,10 +9,11 @@ from typing import Any
 
 import torch
 
+from pyrovae import plots
+from pyrovae.core.labels import labels_for
+from pyrovae.core.runtime import seeded
 from pyrovae.data.images import ImageData
-from pyrovae.labels import labels_for
-from pyrovae.rundir import read_diagnostics, read_evaluation, read_latents, write_latents
-from pyrovae.runtime import seeded
+from pyrovae.runs.folder import read_diagnostics, read_evaluation, read_latents, write_latents
 
 SNAPSHOT_IMAGES = 2000  # test images whose codes are recorded per epoch (2-D latent only)
 FIGURE_SEED = 0  # figures that draw (prior samples, a flow's mean) are reproducible
@@ -42,10 +43,8 @@ class LatentSnapshots:
             self.record(start_epoch)  # the weights training starts (or resumes) from
 
     def record(self, epoch: int) -> None:
-        from pyrovae.plots import latent_codes
-
         with seeded(FIGURE_SEED):
-            codes = latent_codes(self.guide, self.x, self.y)  # (N, 2)
+            codes = plots.latent_codes(self.guide, self.x, self.y)  # (N, 2)
         self.epochs.append(epoch)
         self.codes.append(codes.float().cpu())
         write_latents(self.path, self.as_dict())
@@ -74,8 +73,6 @@ def standard_figures(
     images), samples (a conditional VAE: one row per class), traversal (of the first test
     image along its 10 most active dimensions); with a 2-D latent space also latent (codes of
     the first 2000 test images), manifold and latent_snapshots (from ``latents``)."""
-    from pyrovae import plots
-
     written = []
 
     def save(name: str, fig) -> None:
@@ -127,8 +124,6 @@ def diagnostic_figures(path: Path, out: Path) -> list[Path]:
     """Figures of what ``evaluate`` and ``diagnose`` recorded in run folder ``path``:
     bound_vs_k (test ELBO = L_1 and the importance-weighted L_K of log p(x)), snr_vs_k and
     gradient_variance; each only when its file exists."""
-    from pyrovae import plots
-
     written = []
     evaluation = read_evaluation(path)
     if evaluation is not None and evaluation.get("log_px") is not None:

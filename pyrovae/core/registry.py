@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TypeVar
 
-from pyrovae.errors import PyroVAEError
+from pyrovae.core.errors import PyroVAEError
 
 T = TypeVar("T")
 

@@ -1,8 +1,7 @@
-"""Networks shared by encoders and decoders: an MLP and a small conv net for 28×28 images.
+"""A small conv encoder and decoder for 28×28 images.
 
-Every network has the constructor ``(in_dim, hidden, out_dim, activation)`` and maps
-(..., in_dim) to (..., out_dim); leading dims (particles, batch) pass through. ``NETS`` pairs
-each kind's encoder and decoder class.
+Both have the constructor ``(in_dim, hidden, out_dim, activation)`` of every network and map
+(..., in_dim) to (..., out_dim); leading dims (particles, batch) pass through.
 """
 
 from __future__ import annotations
@@ -12,15 +11,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from pyrovae.errors import PyroVAEError
-from pyrovae.registry import lookup
-
-ACTIVATIONS: dict[str, type[nn.Module]] = {
-    "relu": nn.ReLU,
-    "softplus": nn.Softplus,
-    "tanh": nn.Tanh,
-    "elu": nn.ELU,
-}
+from pyrovae.core.errors import PyroVAEError
+from pyrovae.core.registry import lookup
+from pyrovae.nets.dense import ACTIVATIONS, mlp
 
 SIDE = 28
 IMAGE_PIXELS = SIDE * SIDE
@@ -28,30 +21,6 @@ IMAGE_PIXELS = SIDE * SIDE
 FEATURES = 64
 FEATURE_SIDE = SIDE // 4
 FEATURE_DIM = FEATURES * FEATURE_SIDE * FEATURE_SIDE
-
-
-def mlp(sizes: Sequence[int], activation: str = "relu") -> nn.Sequential:
-    """Linear layers ``sizes[0] → … → sizes[-1]`` with ``activation`` between them (not after)."""
-    act = lookup(ACTIVATIONS, activation, "activation")
-    layers: list[nn.Module] = []
-    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
-        layers.append(nn.Linear(n_in, n_out))
-        if i < len(sizes) - 2:
-            layers.append(act())
-    return nn.Sequential(*layers)
-
-
-class MLP(nn.Module):
-    """``in_dim → hidden… → out_dim``; leading dims (particles, batch) pass through."""
-
-    def __init__(
-        self, in_dim: int, hidden: Sequence[int], out_dim: int, activation: str = "relu"
-    ) -> None:
-        super().__init__()
-        self.net = mlp([in_dim, *hidden, out_dim], activation)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
 
 
 class ConvEncoder(nn.Module):
@@ -126,10 +95,3 @@ class ConvDecoder(nn.Module):
         h = self.head(z.reshape(-1, self.in_dim))  # (N, 3136)
         out = self.deconv(h.reshape(-1, FEATURES, FEATURE_SIDE, FEATURE_SIDE))  # (N, C, 28, 28)
         return out.reshape(*lead, self.out_dim)  # (..., C·784), channel-major
-
-
-NETS: dict[str, tuple[type[nn.Module], type[nn.Module]]] = {
-    "mlp": (MLP, MLP),
-    "conv": (ConvEncoder, ConvDecoder),
-}
-"""Network kinds: name ↦ (encoder class, decoder class)."""

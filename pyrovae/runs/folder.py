@@ -9,17 +9,15 @@ a run that fails part-way leaves the last good checkpoint and metrics as they we
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import torch
 
-from pyrovae.config import TrainConfig
-from pyrovae.errors import PyroVAEError
+from pyrovae.core.errors import PyroVAEError
+from pyrovae.core.files import atomic_write
+from pyrovae.runs.config import TrainConfig
 
 RUN_FORMAT = "pyrovae-run/1"
 CHECKPOINT_FORMAT = "pyrovae-checkpoint/1"
@@ -32,21 +30,6 @@ CONFIG, METRICS, CHECKPOINT, EVALUATION, DIAGNOSTICS, LATENTS, FIGURES = (
     "latents.pt",
     "figures",
 )
-
-
-def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
-    """Write ``path`` through ``write(file)`` so readers see the old file or the whole new one."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide run files from other users
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _write_json(path: Path, obj: Any) -> None:

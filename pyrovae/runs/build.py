@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from pyrovae.config import TrainConfig
+from pyrovae.core.registry import lookup
 from pyrovae.guides.families import GUIDES
 from pyrovae.guides.guide import AmortizedGuide
 from pyrovae.models.likelihoods import get_likelihood
 from pyrovae.models.prior import PRIORS
 from pyrovae.models.vae import VAE
 from pyrovae.nets import NETS
-from pyrovae.registry import lookup
+from pyrovae.runs.config import TrainConfig
 
 
 def build_model_and_guide(

@@ -11,7 +11,7 @@ import numpy as np
 import pyro
 import torch
 
-from pyrovae.errors import PyroVAEError
+from pyrovae.core.errors import PyroVAEError
 
 
 def set_seed(seed: int) -> None:

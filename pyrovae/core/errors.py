@@ -10,3 +10,9 @@ class PyroVAEError(Exception):
 
 class TrainingDiverged(PyroVAEError):
     """The loss became NaN or infinite; the last good checkpoint is left as it was."""
+
+
+def check_at_least(flag: str, value: int, low: int) -> None:
+    """A :class:`PyroVAEError` naming ``flag`` unless ``value ≥ low``."""
+    if value < low:
+        raise PyroVAEError(f"{flag} must be at least {low}, got {value}")

@@ -1,0 +1,44 @@
+"""Dense networks: ``mlp`` (an ``nn.Sequential`` of linear layers) and the ``MLP`` encoder/decoder.
+
+Activations by name in ``ACTIVATIONS``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from pyrovae.core.registry import lookup
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU,
+    "softplus": nn.Softplus,
+    "tanh": nn.Tanh,
+    "elu": nn.ELU,
+}
+
+
+def mlp(sizes: Sequence[int], activation: str = "relu") -> nn.Sequential:
+    """Linear layers ``sizes[0] → … → sizes[-1]`` with ``activation`` between them (not after)."""
+    act = lookup(ACTIVATIONS, activation, "activation")
+    layers: list[nn.Module] = []
+    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        layers.append(nn.Linear(n_in, n_out))
+        if i < len(sizes) - 2:
+            layers.append(act())
+    return nn.Sequential(*layers)
+
+
+class MLP(nn.Module):
+    """``in_dim → hidden… → out_dim``; leading dims (particles, batch) pass through."""
+
+    def __init__(
+        self, in_dim: int, hidden: Sequence[int], out_dim: int, activation: str = "relu"
+    ) -> None:
+        super().__init__()
+        self.net = mlp([in_dim, *hidden, out_dim], activation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)

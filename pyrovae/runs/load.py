@@ -1,0 +1,92 @@
+"""Rebuilding a run from its folder: data, model and guide with the checkpoint's weights.
+
+:func:`load_run` is the public way back to a trained run; the other verbs (evaluate, diagnose,
+plot) start from it, and train/resume share its data and model helpers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pyrovae.core.errors import PyroVAEError
+from pyrovae.core.runtime import resolve_device
+from pyrovae.data.images import ImageData, load_data
+from pyrovae.runs.build import build_model_and_guide
+from pyrovae.runs.config import TrainConfig
+from pyrovae.runs.folder import load_checkpoint, read_config
+
+
+def run_data(config: TrainConfig, device: torch.device, data_dir: str | None, download: bool):
+    """The run's dataset on ``device``, as ``config`` describes it."""
+    return load_data(config.dataset, config.pixels, device, data_dir, config.train_subset, download)
+
+
+def build_on(config: TrainConfig, num_pixels: int, num_classes: int, device: torch.device):
+    """Freshly initialized model and guide on ``device``."""
+    model, guide = build_model_and_guide(config, num_pixels, num_classes)
+    return model.to(device), guide.to(device)
+
+
+def restore(
+    config: TrainConfig,
+    state: dict[str, Any],
+    num_pixels: int,
+    num_classes: int,
+    device: torch.device,
+):
+    """Model and guide with the checkpoint's weights (both: a VampPrior's components go
+    through the guide's encoder)."""
+    model, guide = build_on(config, num_pixels, num_classes, device)
+    try:
+        model.load_state_dict(state["model"])
+        guide.load_state_dict(state["guide"])
+    except (RuntimeError, KeyError) as e:
+        first = str(e).splitlines()[0]
+        raise PyroVAEError(f"checkpoint does not match the run's config: {first}") from None
+    return model, guide
+
+
+@dataclass(frozen=True)
+class LoadedRun:
+    """A trained run in memory: its folder, config (with the device used), the epoch its
+    checkpoint holds, the data, and model and guide with the checkpoint's weights."""
+
+    path: Path
+    config: TrainConfig
+    epoch: int
+    data: ImageData
+    model: Any
+    guide: Any
+
+
+def load_run(
+    run_dir: str | Path,
+    device: str | None = None,
+    data_dir: str | None = None,
+    download: bool = True,
+) -> LoadedRun:
+    """Rebuild a run folder's model and guide from its config and checkpoint, on ``device``
+    (default: the run's own), with its data: to plot, evaluate or sample in Python."""
+    path = Path(run_dir)
+    config = read_config(path)
+    if device is not None:
+        config = config.replace(device=device)
+    dev = resolve_device(config.device)
+    state = load_checkpoint(path, dev)
+    data = run_data(config, dev, data_dir, download)
+    model, guide = restore(config, state, data.num_pixels, data.num_classes, dev)
+    return LoadedRun(path, config, int(state["epoch"]), data, model, guide)
+
+
+def first_test_images(data: ImageData, n: int | None, flag: str) -> torch.Tensor:
+    """The first ``n`` test images (all of them when ``n`` is None); n outside 1..N is an error."""
+    total = data.test_x.shape[0]
+    if n is None:
+        return data.test_x
+    if not 1 <= n <= total:
+        raise PyroVAEError(f"{flag} must be between 1 and {total} (the test images), got {n}")
+    return data.test_x[:n]
