@@ -30,6 +30,7 @@ from pyrovae.runs import (
     sample_run,
     train_run,
 )
+from pyrovae.runs.config import PRESETS, preset_config
 from pyrovae.runs.folder import DIAGNOSTICS, EVALUATION, FIGURES
 
 EXIT_USAGE = 2
@@ -78,6 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train a VAE (or --resume one)")
     _add_config_flags(train)
     _add_data_flags(train)
+    train.add_argument(
+        "--preset",
+        metavar="NAME",
+        help=f"start from a named protocol ({', '.join(PRESETS)}); other flags override it",
+    )
     train.add_argument("--run-dir", help="run folder (default: a new folder under runs/)")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -184,12 +190,16 @@ def _train(args: argparse.Namespace) -> None:
     }
     if args.resume is not None:
         fixed = sorted(set(given) - RESUMABLE)
-        if fixed or args.run_dir is not None:
-            names = ", ".join(_flag(n) for n in fixed) or "--run-dir"
+        if fixed or args.run_dir is not None or args.preset is not None:
+            names = ", ".join(_flag(n) for n in fixed) or (
+                "--run-dir" if args.run_dir is not None else "--preset"
+            )
             raise PyroVAEError(f"--resume keeps the run's settings; drop {names}")
         path, history = resume_run(args.resume, given.get("epochs"), given.get("device"), **common)
     else:
-        path, history = train_run(TrainConfig(**given), args.run_dir, **common)
+        preset = args.preset
+        config = TrainConfig(**given) if preset is None else preset_config(preset, **given)
+        path, history = train_run(config, args.run_dir, **common)
     last = history[-1]
     print(f"test ELBO {last['test_elbo']:.2f} nats per image after epoch {last['epoch']}")
     print(f"run folder: {path}")

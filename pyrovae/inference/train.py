@@ -13,6 +13,7 @@ from pyro.infer import ELBO
 from tqdm import tqdm  # text bars: tqdm.auto warns in a notebook without ipywidgets
 
 from pyrovae.core.errors import PyroVAEError, TrainingDiverged
+from pyrovae.core.registry import lookup
 from pyrovae.core.runtime import set_seed
 from pyrovae.data.batches import epoch_generator, num_batches, shuffled_batches
 from pyrovae.data.images import ImageData, epoch_seed
@@ -20,6 +21,7 @@ from pyrovae.inference.beta import LatentScale, beta_schedule
 from pyrovae.inference.estimators import make_estimator
 from pyrovae.inference.evaluate import evaluate_elbo
 from pyrovae.inference.jit import JitELBO
+from pyrovae.inference.schedules import LR_SCHEDULES, set_learning_rate
 
 EpochCallback = Callable[[dict[str, Any]], None]
 
@@ -42,9 +44,15 @@ def svi_step(
     return loss
 
 
-def make_optimizer(modules: Iterable[torch.nn.Module], lr: float) -> torch.optim.Adam:
+def make_optimizer(
+    modules: Iterable[torch.nn.Module],
+    lr: float,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+) -> torch.optim.Adam:
     """Adam over the parameters of model and guide (they live in the modules, not Pyro's store);
-    a parameter shared by both (a VampPrior's encoder) is optimized once.
+    a parameter shared by both (a VampPrior's encoder) is optimized once. ``betas`` = (β₁, β₂),
+    the decay rates of the moment estimates; ``eps`` is added to √v̂ (Burda et al. 2015: 1e-4).
 
     Adam's fused kernel (one pass per parameter instead of a dozen, same update up to
     floating-point rounding) where torch has one for the parameters' device and dtype.
@@ -52,7 +60,13 @@ def make_optimizer(modules: Iterable[torch.nn.Module], lr: float) -> torch.optim
     if not (math.isfinite(lr) and lr > 0):
         raise PyroVAEError(f"--lr must be a positive number, got {lr}")
     params = list({id(p): p for m in modules for p in m.parameters()}.values())
-    return torch.optim.Adam(params, lr=lr, fused=_fused_adam_supported(params))
+    if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
+        raise PyroVAEError(f"--adam-betas needs two numbers in [0, 1), got {tuple(betas)}")
+    if not (math.isfinite(eps) and eps > 0):
+        raise PyroVAEError(f"--adam-eps must be a positive number, got {eps}")
+    return torch.optim.Adam(
+        params, lr=lr, betas=tuple(betas), eps=eps, fused=_fused_adam_supported(params)
+    )
 
 
 def _fused_adam_supported(params: list[torch.nn.Parameter]) -> bool:
@@ -77,6 +91,7 @@ def fit(
     seed: int = 0,
     beta: float = 1.0,
     kl_warmup: int = 0,
+    lr_schedule: str = "constant",
     optimizer: torch.optim.Optimizer | None = None,
     start_epoch: int = 0,
     jit: bool = True,
@@ -95,16 +110,20 @@ def fit(
     (:class:`~pyrovae.inference.jit.JitELBO`: same loss, same gradients, none of the per-step
     Python of Pyro's handlers); ``False`` runs the handlers every step, as a model whose control
     flow depends on the data needs. The steps of a KL warm-up, whose β changes every step, run
-    plainly.
+    plainly. ``lr_schedule``: a name in :data:`~pyrovae.inference.schedules.LR_SCHEDULES`,
+    applied to the optimizer's initial learning rate at every step (a function of epoch and step
+    only, so resuming follows it exactly).
 
     Returns one record per epoch: ``train_elbo`` (mean of the per-step estimates while training)
     and ``test_elbo``, ``test_recon``, ``test_kl`` (see :func:`evaluate_elbo`), per datapoint in
-    nats, and the epoch's wall time ``seconds`` (training steps only).
+    nats, ``beta`` and ``lr`` at the epoch's last step, and the epoch's wall time ``seconds``
+    (training steps only).
     """
     if isinstance(estimator, str):
         estimator = make_estimator(estimator, num_particles)
     if batch_size < 1:
         raise PyroVAEError(f"--batch-size must be at least 1, got {batch_size}")
+    schedule = lookup(LR_SCHEDULES, lr_schedule, "learning-rate schedule")
     if optimizer is None:
         optimizer = make_optimizer((model, guide), lr)
     if start_epoch == 0:
@@ -116,6 +135,8 @@ def fit(
     steps_per_epoch = num_batches(n, batch_size)
     beta_at = beta_schedule(beta, kl_warmup)
     scaled = beta != 1.0 or kl_warmup > 0
+    scheduled = schedule is not LR_SCHEDULES["constant"]
+    lr_now = optimizer.param_groups[0]["lr"]
     fast = JitELBO(estimator) if jit else estimator
     history = []
     for epoch in range(start_epoch + 1, epochs + 1):
@@ -137,6 +158,9 @@ def fit(
         for step, batch in enumerate(shuffled_batches(batches, batch_size, shuffle)):
             args = batch if conditional else (batch,)
             weight = beta_at((epoch - 1) * steps_per_epoch + step)
+            if scheduled:
+                factor = schedule(epoch - 1, step, steps_per_epoch, epochs)
+                lr_now = set_learning_rate(optimizer, factor)
             step_estimator = fast if weight == beta else estimator  # β fixed: one graph
             try:
                 with LatentScale(weight) if scaled else nullcontext():
@@ -158,6 +182,7 @@ def fit(
             "test_recon": test["recon"],
             "test_kl": test["kl"],
             "beta": weight,
+            "lr": lr_now,
             "seconds": seconds,
         }
         history.append(record)

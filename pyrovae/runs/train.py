@@ -46,6 +46,10 @@ def _preflight(config: TrainConfig, model, guide, data: ImageData) -> None:
         raise PyroVAEError(f"the loss at initialization is {loss}; check the data and settings")
 
 
+def _optimizer(config: TrainConfig, model, guide):
+    return make_optimizer((model, guide), config.lr, config.adam_betas, config.adam_eps)
+
+
 def _train(config, path, model, guide, optimizer, data, start_epoch, history, progress, figures):
     history = list(history)
     snapshots = None
@@ -79,6 +83,7 @@ def _train(config, path, model, guide, optimizer, data, start_epoch, history, pr
         seed=config.seed,
         beta=config.beta,
         kl_warmup=config.kl_warmup,
+        lr_schedule=config.lr_schedule,
         jit=not config.no_jit,
         optimizer=optimizer,
         start_epoch=start_epoch,
@@ -112,7 +117,7 @@ def train_run(
     set_seed(config.seed)  # the weights' initialization is part of the run
     model, guide = build_on(config, data.num_pixels, data.num_classes, device)
     _preflight(config, model, guide, data)
-    optimizer = make_optimizer((model, guide), config.lr)
+    optimizer = _optimizer(config, model, guide)
     meta = {"device": str(device), "num_pixels": data.num_pixels, "num_classes": data.num_classes}
     create_run(path, config, meta)
     return path, _train(config, path, model, guide, optimizer, data, 0, [], progress, figures)
@@ -142,7 +147,7 @@ def resume_run(
         )
     data = run_data(config, dev, data_dir, download)
     model, guide = restore(config, state, data.num_pixels, data.num_classes, dev)
-    optimizer = make_optimizer((model, guide), config.lr)
+    optimizer = _optimizer(config, model, guide)
     optimizer.load_state_dict(state["optimizer"])
     set_rng_state(state["rng"])
     history = [r for r in read_metrics(path) if r["epoch"] <= done]
