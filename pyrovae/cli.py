@@ -19,7 +19,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from pyrovae.core.errors import PyroVAEError
+import torch
+
+from pyrovae.core.errors import PyroVAEError, first_line
+from pyrovae.core.files import os_error
 from pyrovae.runs import (
     LOG_PX_SAMPLES,
     TrainConfig,
@@ -140,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="the fixed batch: the first B test images (default: 64)",
     )
     diagnose.add_argument("--device", help="cpu, cuda or auto (default: the run's)")
+    diagnose.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_data_flags(diagnose)
 
     sample = sub.add_parser("sample", help="generate images from a run's prior (as a PNG grid)")
@@ -149,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--out", help="PNG file (default: samples[-label-Y].png in RUN_DIR)")
     sample.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     sample.add_argument("--device", help="cpu, cuda or auto (default: the run's)")
+    sample.add_argument("--force", action="store_true", help="replace an existing --out file")
 
     plot = sub.add_parser(
         "plot",
@@ -244,6 +249,7 @@ def _diagnose(args: argparse.Namespace) -> None:
         args.num_particles,
         samples=args.samples,
         batch_size=args.batch_size,
+        progress=not args.no_progress,
         **_loading(args),
     )
     first = rows[0]
@@ -269,15 +275,21 @@ def _diagnose(args: argparse.Namespace) -> None:
 
 
 def _sample(args: argparse.Namespace) -> None:
-    target = sample_run(args.run_dir, args.num, args.label, args.out, args.seed, args.device)
+    target = sample_run(
+        args.run_dir, args.num, args.label, args.out, args.seed, args.device, args.force
+    )
     print(f"{args.num} samples written to {target}")
 
 
 def _plot(args: argparse.Namespace) -> None:
-    written = plot_runs(args.run_dirs, args.out, args.labels, **_loading(args))
+    written = plot_runs(args.run_dirs, args.out, args.labels, note=_note, **_loading(args))
     for path in written:
         print(path)
-    print(f"{len(written)} figures written")
+    print(f"{len(written)} figure{'' if len(written) == 1 else 's'} written")
+
+
+def _note(text: str) -> None:
+    print(f"pyrovae: note: {text}", file=sys.stderr)
 
 
 COMMANDS = {
@@ -299,7 +311,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("pyrovae: interrupted; the last checkpoint is kept", file=sys.stderr)
         return 130
+    except OSError as e:  # a file problem no check foresaw: still one line, never a traceback
+        print(f"pyrovae: error: {os_error('use', e.filename or '(a file)', e)}", file=sys.stderr)
+        return EXIT_USAGE
+    except (RuntimeError, MemoryError) as e:
+        if not _out_of_memory(e):
+            raise
+        print(
+            f"pyrovae: error: out of memory ({first_line(e)}); the last checkpoint is kept; "
+            "use smaller sizes",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     return 0
+
+
+def _out_of_memory(e: BaseException) -> bool:
+    """A GPU's or the CPU allocator's out-of-memory error (torch raises a RuntimeError)."""
+    return isinstance(e, (torch.OutOfMemoryError, MemoryError)) or "can't allocate memory" in str(e)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from pyrovae.core.runtime import set_seed
 from pyrovae.data.batches import epoch_generator, num_batches, shuffled_batches
 from pyrovae.data.images import ImageData, epoch_seed
 from pyrovae.inference.beta import LatentScale, beta_schedule
+from pyrovae.inference.divergence import DIVERGENCE_FACTOR, DivergenceGuard
 from pyrovae.inference.estimators import make_estimator
 from pyrovae.inference.evaluate import evaluate_elbo
 from pyrovae.inference.jit import JitELBO
@@ -27,18 +28,28 @@ EpochCallback = Callable[[dict[str, Any]], None]
 
 
 def svi_step(
-    estimator: ELBO, model, guide, optimizer: torch.optim.Optimizer, *args: torch.Tensor
+    estimator: ELBO,
+    model,
+    guide,
+    optimizer: torch.optim.Optimizer,
+    *args: torch.Tensor,
+    guard: DivergenceGuard | None = None,
 ) -> float:
     """One SVI step on model/guide arguments ``args`` (x, or x and y): the estimator's
     ``loss_and_grads`` (the surrogate's backward), then the optimizer.
 
-    Returns the loss summed over the batch. A non-finite loss raises before the update, so the
-    parameters keep their last good values.
+    Returns the loss summed over the batch. A non-finite loss, or one that ``guard`` finds blown
+    up, raises before the update, so the parameters keep their last good values.
     """
     loss = estimator.loss_and_grads(model, guide, *args)
-    if not math.isfinite(loss):
+    try:
+        if not math.isfinite(loss):
+            raise TrainingDiverged(f"loss became {loss} (the parameters were not updated)")
+        if guard is not None:
+            guard.check(loss / args[0].shape[0])
+    except TrainingDiverged:
         optimizer.zero_grad(set_to_none=True)
-        raise TrainingDiverged(f"loss became {loss} (the parameters were not updated)")
+        raise
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return loss
@@ -92,6 +103,7 @@ def fit(
     beta: float = 1.0,
     kl_warmup: int = 0,
     lr_schedule: str = "constant",
+    divergence_factor: float = DIVERGENCE_FACTOR,
     optimizer: torch.optim.Optimizer | None = None,
     start_epoch: int = 0,
     jit: bool = True,
@@ -112,7 +124,10 @@ def fit(
     flow depends on the data needs. The steps of a KL warm-up, whose β changes every step, run
     plainly. ``lr_schedule``: a name in :data:`~pyrovae.inference.schedules.LR_SCHEDULES`,
     applied to the optimizer's initial learning rate at every step (a function of epoch and step
-    only, so resuming follows it exactly).
+    only, so resuming follows it exactly). ``divergence_factor``: stop a run whose loss has
+    blown up without becoming NaN (:mod:`~pyrovae.inference.divergence`; 0: only NaN stops it).
+    A NaN or infinite test ELBO stops it too. Stopping raises :class:`TrainingDiverged` before
+    the bad update and before ``on_epoch_end``, so the last checkpoint is the last good one.
 
     Returns one record per epoch: ``train_elbo`` (mean of the per-step estimates while training)
     and ``test_elbo``, ``test_recon``, ``test_kl`` (see :func:`evaluate_elbo`), per datapoint in
@@ -138,6 +153,7 @@ def fit(
     scheduled = schedule is not LR_SCHEDULES["constant"]
     lr_now = optimizer.param_groups[0]["lr"]
     fast = JitELBO(estimator) if jit else estimator
+    guard = DivergenceGuard(divergence_factor)
     history = []
     for epoch in range(start_epoch + 1, epochs + 1):
         x_epoch = data.train_epoch(seed, epoch)
@@ -164,7 +180,7 @@ def fit(
             step_estimator = fast if weight == beta else estimator  # β fixed: one graph
             try:
                 with LatentScale(weight) if scaled else nullcontext():
-                    total += svi_step(step_estimator, model, guide, optimizer, *args)
+                    total += svi_step(step_estimator, model, guide, optimizer, *args, guard=guard)
             except TrainingDiverged as e:
                 bar.close()
                 raise TrainingDiverged(f"epoch {epoch}, step {step + 1}: {e}") from None
@@ -175,6 +191,10 @@ def fit(
         seconds = time.perf_counter() - start
         bar.close()
         test = evaluate_elbo(model, guide, data.test_x, test_y)
+        if not math.isfinite(test["elbo"]):
+            raise TrainingDiverged(
+                f"epoch {epoch}: the test ELBO is {test['elbo']} (the epoch is not checkpointed)"
+            )
         record = {
             "epoch": epoch,
             "train_elbo": -total / n,
