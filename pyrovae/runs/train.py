@@ -157,8 +157,9 @@ def resume_run(
 
     Under the folder's lock: temporary files an interrupted write left are removed, and
     ``metrics.jsonl`` is rewritten from the checkpoint's own copy of the metrics, so the two
-    agree whenever the previous process was killed. A folder killed before its first checkpoint
-    (only its config) trains from epoch 0, as the same seeded run.
+    agree whenever the previous process was killed (also when there is nothing left to train).
+    A folder killed before its first checkpoint (only its config) trains from epoch 0, as the
+    same seeded run.
     """
     path = Path(run_dir)
     config = read_config(path)
@@ -170,6 +171,8 @@ def resume_run(
         check_writable(path)
         state = load_checkpoint(path, dev) if (path / CHECKPOINT).is_file() else None
         done = int(state["epoch"]) if state is not None else 0
+        history = checkpoint_history(path, state) if state is not None else []
+        write_metrics(path, history)  # the checkpoint's record, whatever a kill left behind
         if config.epochs <= done:
             raise PyroVAEError(
                 f"{path} has trained {done} of {config.epochs} epochs; pass --epochs N > {done}"
@@ -177,14 +180,11 @@ def resume_run(
         data = run_data(config, dev, data_dir, download)
         if state is None:
             model, guide, optimizer = _fresh_start(config, data, dev)
-            history = []
         else:
             model, guide = restore(config, state, data.num_pixels, data.num_classes, dev)
             optimizer = _optimizer(config, model, guide)
             optimizer.load_state_dict(state["optimizer"])
             set_rng_state(state["rng"])
-            history = checkpoint_history(path, state)
-        write_metrics(path, history)
         return path, _train(
             config, path, model, guide, optimizer, data, done, history, progress, figures
         )
