@@ -19,7 +19,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from pyrovae.core.errors import PyroVAEError
+import torch
+
+from pyrovae.core.errors import PyroVAEError, first_line
+from pyrovae.core.files import os_error
 from pyrovae.runs import (
     LOG_PX_SAMPLES,
     TrainConfig,
@@ -30,6 +33,7 @@ from pyrovae.runs import (
     sample_run,
     train_run,
 )
+from pyrovae.runs.config import PRESETS, preset_config
 from pyrovae.runs.folder import DIAGNOSTICS, EVALUATION, FIGURES
 
 EXIT_USAGE = 2
@@ -78,6 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train a VAE (or --resume one)")
     _add_config_flags(train)
     _add_data_flags(train)
+    train.add_argument(
+        "--preset",
+        metavar="NAME",
+        help=f"start from a named protocol ({', '.join(PRESETS)}); other flags override it",
+    )
     train.add_argument("--run-dir", help="run folder (default: a new folder under runs/)")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -134,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="the fixed batch: the first B test images (default: 64)",
     )
     diagnose.add_argument("--device", help="cpu, cuda or auto (default: the run's)")
+    diagnose.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_data_flags(diagnose)
 
     sample = sub.add_parser("sample", help="generate images from a run's prior (as a PNG grid)")
@@ -143,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--out", help="PNG file (default: samples[-label-Y].png in RUN_DIR)")
     sample.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     sample.add_argument("--device", help="cpu, cuda or auto (default: the run's)")
+    sample.add_argument("--force", action="store_true", help="replace an existing --out file")
 
     plot = sub.add_parser(
         "plot",
@@ -184,12 +195,16 @@ def _train(args: argparse.Namespace) -> None:
     }
     if args.resume is not None:
         fixed = sorted(set(given) - RESUMABLE)
-        if fixed or args.run_dir is not None:
-            names = ", ".join(_flag(n) for n in fixed) or "--run-dir"
+        if fixed or args.run_dir is not None or args.preset is not None:
+            names = ", ".join(_flag(n) for n in fixed) or (
+                "--run-dir" if args.run_dir is not None else "--preset"
+            )
             raise PyroVAEError(f"--resume keeps the run's settings; drop {names}")
         path, history = resume_run(args.resume, given.get("epochs"), given.get("device"), **common)
     else:
-        path, history = train_run(TrainConfig(**given), args.run_dir, **common)
+        preset = args.preset
+        config = TrainConfig(**given) if preset is None else preset_config(preset, **given)
+        path, history = train_run(config, args.run_dir, **common)
     last = history[-1]
     print(f"test ELBO {last['test_elbo']:.2f} nats per image after epoch {last['epoch']}")
     print(f"run folder: {path}")
@@ -234,6 +249,7 @@ def _diagnose(args: argparse.Namespace) -> None:
         args.num_particles,
         samples=args.samples,
         batch_size=args.batch_size,
+        progress=not args.no_progress,
         **_loading(args),
     )
     first = rows[0]
@@ -259,15 +275,21 @@ def _diagnose(args: argparse.Namespace) -> None:
 
 
 def _sample(args: argparse.Namespace) -> None:
-    target = sample_run(args.run_dir, args.num, args.label, args.out, args.seed, args.device)
+    target = sample_run(
+        args.run_dir, args.num, args.label, args.out, args.seed, args.device, args.force
+    )
     print(f"{args.num} samples written to {target}")
 
 
 def _plot(args: argparse.Namespace) -> None:
-    written = plot_runs(args.run_dirs, args.out, args.labels, **_loading(args))
+    written = plot_runs(args.run_dirs, args.out, args.labels, note=_note, **_loading(args))
     for path in written:
         print(path)
-    print(f"{len(written)} figures written")
+    print(f"{len(written)} figure{'' if len(written) == 1 else 's'} written")
+
+
+def _note(text: str) -> None:
+    print(f"pyrovae: note: {text}", file=sys.stderr)
 
 
 COMMANDS = {
@@ -289,7 +311,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("pyrovae: interrupted; the last checkpoint is kept", file=sys.stderr)
         return 130
+    except OSError as e:  # a file problem no check foresaw: still one line, never a traceback
+        print(f"pyrovae: error: {os_error('use', e.filename or '(a file)', e)}", file=sys.stderr)
+        return EXIT_USAGE
+    except (RuntimeError, MemoryError) as e:
+        if not _out_of_memory(e):
+            raise
+        print(
+            f"pyrovae: error: out of memory ({first_line(e)}); the last checkpoint is kept; "
+            "use smaller sizes",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     return 0
+
+
+def _out_of_memory(e: BaseException) -> bool:
+    """A GPU's or the CPU allocator's out-of-memory error (torch raises a RuntimeError)."""
+    return isinstance(e, (torch.OutOfMemoryError, MemoryError)) or "can't allocate memory" in str(e)
 
 
 if __name__ == "__main__":

@@ -95,7 +95,7 @@ def test_evaluate_prints_and_writes_figures(tmp_path, idx_dir, capsys):
     capsys.readouterr()
     assert main(["evaluate", str(run), "--data-dir", str(idx_dir), "--no-download"]) == 0
     out = capsys.readouterr().out
-    figures = json.loads((run / EVALUATION).read_text())
+    figures = json.loads((run / EVALUATION).read_text())["evaluations"][-1]
     assert f"{figures['test_elbo']:.3f}" in out
     # the checkpoint's test ELBO is the one recorded at the end of its epoch (same eval seed)
     last = json.loads((run / METRICS).read_text().splitlines()[-1])

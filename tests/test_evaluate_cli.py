@@ -18,7 +18,13 @@ from pyrovae.data.images import load_data
 from pyrovae.inference.evaluate import evaluate_elbo
 from pyrovae.inference.marginal import active_units
 from pyrovae.runs.build import build_model_and_guide
-from pyrovae.runs.folder import DIAGNOSTICS, EVALUATION, load_checkpoint, read_config
+from pyrovae.runs.folder import (
+    DIAGNOSTICS,
+    EVALUATION,
+    load_checkpoint,
+    read_config,
+    read_diagnostics,
+)
 
 LATENT_DIM = 4
 NUM_TEST = 100  # conftest.write_dataset's test split
@@ -82,8 +88,8 @@ def _evaluate(run, idx_dir, capsys, *extra):
     assert code == 0
     out = capsys.readouterr().out
     # strict JSON: a NaN or infinity in evaluation.json would be an error here
-    figures = json.loads((run / EVALUATION).read_text(), parse_constant=_no_constants)
-    return out, figures
+    stored = json.loads((run / EVALUATION).read_text(), parse_constant=_no_constants)
+    return out, stored["evaluations"][-1]  # the latest evaluation comes last
 
 
 def _no_constants(name):
@@ -133,7 +139,8 @@ def test_evaluate_log_px_is_above_the_elbo(run, idx_dir, capsys):
 def test_test_subset_evaluates_the_first_images(run, idx_dir, capsys):
     _, figures = _evaluate(run, idx_dir, capsys, "--test-subset", "20", "--num-samples", "0")
     assert figures["num_test"] == 20
-    assert not LOG_PX_KEYS & set(figures)  # K = 0 skips log p(x)
+    # K = 0 skips log p(x); K is recorded, as part of the evaluation's setting
+    assert figures["num_samples"] == 0 and not (LOG_PX_KEYS - {"num_samples"}) & set(figures)
     model, guide, test_x = _restore(run, idx_dir)
     expected = evaluate_elbo(model, guide, test_x[:20])
     assert figures["test_elbo"] == pytest.approx(expected["elbo"], rel=1e-6)
@@ -171,7 +178,7 @@ def test_diagnose_compares_gradient_variances(run, idx_dir, capsys):
     grid = ["--estimators", "elbo", "score-function", "--num-particles", "1", "2"]
     assert _diagnose(run, idx_dir, *grid, "--samples", "10", "--batch-size", "16") == 0
     out = capsys.readouterr().out
-    rows = json.loads((run / DIAGNOSTICS).read_text())
+    rows = read_diagnostics(run)
     assert [(r["estimator"], r["num_particles"]) for r in rows] == [
         ("elbo", 1),
         ("elbo", 2),
@@ -196,10 +203,11 @@ def test_diagnose_compares_gradient_variances(run, idx_dir, capsys):
     # is far tighter.
     assert elbo[2]["encoder"]["variance_mean"] < elbo[1]["encoder"]["variance_mean"]
 
-    # each row is seeded on its own: a smaller grid gives the same row
+    # each row is seeded on its own: a smaller grid gives the same row, which replaces the
+    # earlier row of the same setting and keeps the others
     one = ["--estimators", "elbo", "--num-particles", "1", "--samples", "10", "--batch-size", "16"]
     assert _diagnose(run, idx_dir, *one) == 0
-    assert json.loads((run / DIAGNOSTICS).read_text()) == rows[:1]
+    assert read_diagnostics(run) == [*rows[1:], rows[0]]
 
 
 BAD_DIAGNOSE = {

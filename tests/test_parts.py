@@ -213,7 +213,7 @@ def test_conditional_run_sample_and_evaluate(tmp_path, idx_dir, capsys):
     assert main(["sample", str(run), "--label", "9"]) == 2  # the tiny dataset has 4 classes
     assert main(["sample", str(run)]) == 2  # a conditional VAE needs --label
     assert main(["evaluate", str(run), *common, "--num-samples", "20", "--no-progress"]) == 0
-    figures = json.loads((run / "evaluation.json").read_text())
+    figures = json.loads((run / "evaluation.json").read_text())["evaluations"][-1]
     last = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
     assert figures["test_elbo"] == pytest.approx(last["test_elbo"], rel=1e-6)  # per datapoint
     capsys.readouterr()

@@ -16,3 +16,9 @@ def check_at_least(flag: str, value: int, low: int) -> None:
     """A :class:`PyroVAEError` naming ``flag`` unless ``value ≥ low``."""
     if value < low:
         raise PyroVAEError(f"{flag} must be at least {low}, got {value}")
+
+
+def first_line(error: BaseException) -> str:
+    """An exception's message as one line: its first non-empty line, else its type's name."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__

@@ -5,7 +5,7 @@ SNR of a gradient component: |E[g]| / std[g], from M independent estimates on on
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import torch
 from pyro.infer import ELBO
@@ -26,13 +26,15 @@ def gradient_statistics(
     num_samples: int = 100,
     groups: Mapping[str, Iterable[torch.nn.Parameter]] | None = None,
     y: torch.Tensor | None = None,
+    on_sample: Callable[[], object] | None = None,
 ) -> dict[str, dict[str, float | torch.Tensor]]:
     """Draw ``num_samples`` gradients of ``estimator``'s loss on ``x`` and summarize each group.
 
     Per group: ``mean`` and ``variance`` (per component, flattened), ``snr`` (mean over
     components of |mean| / std), ``variance_mean`` (mean over components of the variance) and
     ``mean_norm`` ‖E[g]‖. Streaming (Welford) in float64; parameters are not changed. Labels
-    ``y`` go to a conditional model and guide.
+    ``y`` go to a conditional model and guide; ``on_sample()`` is called after each draw
+    (a progress bar's update).
     """
     if num_samples < 2:
         raise ValueError("gradient statistics need at least 2 samples")
@@ -54,6 +56,8 @@ def gradient_statistics(
             delta = g - mean[name]
             mean[name] += delta / count
             m2[name] += delta * (g - mean[name])
+        if on_sample is not None:
+            on_sample()
     for p in params:
         p.grad = None
     out = {}

@@ -7,6 +7,12 @@ and later steps replay the recorded graph of tensor operations: the same random 
 graph's ``normal`` ops read the global generator as the eager code does), the same loss and the
 same gradient, none of the Python.
 
+Pyro's own ELBOs report part of their loss through ``torch_item`` (a Python float); a trace
+would freeze that float at its recording-time value, so the replayed loss would carry an offset
+that depends on when the graph was recorded (a resumed run records anew, and its reported
+``train_elbo`` drifted by ~1e-7 relative). While recording, ``torch_item`` keeps the value as a
+detached tensor in the graph instead, so every replay reports its own step's loss.
+
 A recorded graph is only valid while everything the Python code branched on stays the same, so
 the cache key holds the argument shapes, dtypes and devices, the modules' identities and
 train/eval modes, and the scales set by enclosing Pyro handlers (a β on the latent site is a
@@ -16,13 +22,16 @@ constant of the graph). Anything else that changes the control flow of model or 
 
 from __future__ import annotations
 
+import sys
 import warnings
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pyro
 import torch
 from pyro.infer import ELBO
+from pyro.infer.util import torch_item
 from pyro.poutine.runtime import _PYRO_STACK
 
 from pyrovae.core.errors import PyroVAEError
@@ -42,6 +51,30 @@ class _LossGraph(torch.nn.Module):
 
     def forward(self, *args: torch.Tensor) -> torch.Tensor:
         return self._estimator.differentiable_loss(self.model, self.guide, *args)
+
+
+def _detached(x: Any) -> Any:
+    """``torch_item`` while recording: the value stays a (detached) tensor of the graph."""
+    return x.detach() if isinstance(x, torch.Tensor) else x
+
+
+@contextmanager
+def _items_in_graph() -> Iterator[None]:
+    """Replace ``torch_item`` in Pyro's inference modules for the duration of a recording."""
+    modules = [m for m in list(sys.modules.values()) if _uses_torch_item(m)]
+    saved = [(m, m.torch_item) for m in modules]
+    try:
+        for m in modules:
+            m.torch_item = _detached
+        yield
+    finally:
+        for m, fn in saved:
+            m.torch_item = fn
+
+
+def _uses_torch_item(module: Any) -> bool:
+    name = getattr(module, "__name__", "") or ""
+    return name.startswith("pyro.infer") and getattr(module, "torch_item", None) is torch_item
 
 
 def _signature(x: Any) -> Hashable:
@@ -110,7 +143,7 @@ class JitELBO(ELBO):
                 # and torch marks jit.trace as superseded by torch.compile / torch.export
                 warnings.simplefilter("ignore", torch.jit.TracerWarning)
                 warnings.simplefilter("ignore", FutureWarning)
-                with pyro.validation_enabled(False):
+                with pyro.validation_enabled(False), _items_in_graph():
                     graph = torch.jit.trace(
                         _LossGraph(self.estimator, model, guide), args, check_trace=False
                     )

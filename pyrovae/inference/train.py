@@ -13,38 +13,57 @@ from pyro.infer import ELBO
 from tqdm import tqdm  # text bars: tqdm.auto warns in a notebook without ipywidgets
 
 from pyrovae.core.errors import PyroVAEError, TrainingDiverged
+from pyrovae.core.registry import lookup
 from pyrovae.core.runtime import set_seed
 from pyrovae.data.batches import epoch_generator, num_batches, shuffled_batches
 from pyrovae.data.images import ImageData, epoch_seed
 from pyrovae.inference.beta import LatentScale, beta_schedule
+from pyrovae.inference.divergence import DIVERGENCE_FACTOR, DivergenceGuard
 from pyrovae.inference.estimators import make_estimator
 from pyrovae.inference.evaluate import evaluate_elbo
 from pyrovae.inference.jit import JitELBO
+from pyrovae.inference.schedules import LR_SCHEDULES, set_learning_rate
 
 EpochCallback = Callable[[dict[str, Any]], None]
 
 
 def svi_step(
-    estimator: ELBO, model, guide, optimizer: torch.optim.Optimizer, *args: torch.Tensor
+    estimator: ELBO,
+    model,
+    guide,
+    optimizer: torch.optim.Optimizer,
+    *args: torch.Tensor,
+    guard: DivergenceGuard | None = None,
 ) -> float:
     """One SVI step on model/guide arguments ``args`` (x, or x and y): the estimator's
     ``loss_and_grads`` (the surrogate's backward), then the optimizer.
 
-    Returns the loss summed over the batch. A non-finite loss raises before the update, so the
-    parameters keep their last good values.
+    Returns the loss summed over the batch. A non-finite loss, or one that ``guard`` finds blown
+    up, raises before the update, so the parameters keep their last good values.
     """
     loss = estimator.loss_and_grads(model, guide, *args)
-    if not math.isfinite(loss):
+    try:
+        if not math.isfinite(loss):
+            raise TrainingDiverged(f"loss became {loss} (the parameters were not updated)")
+        if guard is not None:
+            guard.check(loss / args[0].shape[0])
+    except TrainingDiverged:
         optimizer.zero_grad(set_to_none=True)
-        raise TrainingDiverged(f"loss became {loss} (the parameters were not updated)")
+        raise
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return loss
 
 
-def make_optimizer(modules: Iterable[torch.nn.Module], lr: float) -> torch.optim.Adam:
+def make_optimizer(
+    modules: Iterable[torch.nn.Module],
+    lr: float,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+) -> torch.optim.Adam:
     """Adam over the parameters of model and guide (they live in the modules, not Pyro's store);
-    a parameter shared by both (a VampPrior's encoder) is optimized once.
+    a parameter shared by both (a VampPrior's encoder) is optimized once. ``betas`` = (β₁, β₂),
+    the decay rates of the moment estimates; ``eps`` is added to √v̂ (Burda et al. 2015: 1e-4).
 
     Adam's fused kernel (one pass per parameter instead of a dozen, same update up to
     floating-point rounding) where torch has one for the parameters' device and dtype.
@@ -52,7 +71,13 @@ def make_optimizer(modules: Iterable[torch.nn.Module], lr: float) -> torch.optim
     if not (math.isfinite(lr) and lr > 0):
         raise PyroVAEError(f"--lr must be a positive number, got {lr}")
     params = list({id(p): p for m in modules for p in m.parameters()}.values())
-    return torch.optim.Adam(params, lr=lr, fused=_fused_adam_supported(params))
+    if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
+        raise PyroVAEError(f"--adam-betas needs two numbers in [0, 1), got {tuple(betas)}")
+    if not (math.isfinite(eps) and eps > 0):
+        raise PyroVAEError(f"--adam-eps must be a positive number, got {eps}")
+    return torch.optim.Adam(
+        params, lr=lr, betas=tuple(betas), eps=eps, fused=_fused_adam_supported(params)
+    )
 
 
 def _fused_adam_supported(params: list[torch.nn.Parameter]) -> bool:
@@ -77,6 +102,8 @@ def fit(
     seed: int = 0,
     beta: float = 1.0,
     kl_warmup: int = 0,
+    lr_schedule: str = "constant",
+    divergence_factor: float = DIVERGENCE_FACTOR,
     optimizer: torch.optim.Optimizer | None = None,
     start_epoch: int = 0,
     jit: bool = True,
@@ -95,16 +122,23 @@ def fit(
     (:class:`~pyrovae.inference.jit.JitELBO`: same loss, same gradients, none of the per-step
     Python of Pyro's handlers); ``False`` runs the handlers every step, as a model whose control
     flow depends on the data needs. The steps of a KL warm-up, whose β changes every step, run
-    plainly.
+    plainly. ``lr_schedule``: a name in :data:`~pyrovae.inference.schedules.LR_SCHEDULES`,
+    applied to the optimizer's initial learning rate at every step (a function of epoch and step
+    only, so resuming follows it exactly). ``divergence_factor``: stop a run whose loss has
+    blown up without becoming NaN (:mod:`~pyrovae.inference.divergence`; 0: only NaN stops it).
+    A NaN or infinite test ELBO stops it too. Stopping raises :class:`TrainingDiverged` before
+    the bad update and before ``on_epoch_end``, so the last checkpoint is the last good one.
 
     Returns one record per epoch: ``train_elbo`` (mean of the per-step estimates while training)
     and ``test_elbo``, ``test_recon``, ``test_kl`` (see :func:`evaluate_elbo`), per datapoint in
-    nats, and the epoch's wall time ``seconds`` (training steps only).
+    nats, ``beta`` and ``lr`` at the epoch's last step, and the epoch's wall time ``seconds``
+    (training steps only).
     """
     if isinstance(estimator, str):
         estimator = make_estimator(estimator, num_particles)
     if batch_size < 1:
         raise PyroVAEError(f"--batch-size must be at least 1, got {batch_size}")
+    schedule = lookup(LR_SCHEDULES, lr_schedule, "learning-rate schedule")
     if optimizer is None:
         optimizer = make_optimizer((model, guide), lr)
     if start_epoch == 0:
@@ -116,7 +150,10 @@ def fit(
     steps_per_epoch = num_batches(n, batch_size)
     beta_at = beta_schedule(beta, kl_warmup)
     scaled = beta != 1.0 or kl_warmup > 0
+    scheduled = schedule is not LR_SCHEDULES["constant"]
+    lr_now = optimizer.param_groups[0]["lr"]
     fast = JitELBO(estimator) if jit else estimator
+    guard = DivergenceGuard(divergence_factor)
     history = []
     for epoch in range(start_epoch + 1, epochs + 1):
         x_epoch = data.train_epoch(seed, epoch)
@@ -137,10 +174,13 @@ def fit(
         for step, batch in enumerate(shuffled_batches(batches, batch_size, shuffle)):
             args = batch if conditional else (batch,)
             weight = beta_at((epoch - 1) * steps_per_epoch + step)
+            if scheduled:
+                factor = schedule(epoch - 1, step, steps_per_epoch, epochs)
+                lr_now = set_learning_rate(optimizer, factor)
             step_estimator = fast if weight == beta else estimator  # β fixed: one graph
             try:
                 with LatentScale(weight) if scaled else nullcontext():
-                    total += svi_step(step_estimator, model, guide, optimizer, *args)
+                    total += svi_step(step_estimator, model, guide, optimizer, *args, guard=guard)
             except TrainingDiverged as e:
                 bar.close()
                 raise TrainingDiverged(f"epoch {epoch}, step {step + 1}: {e}") from None
@@ -151,6 +191,10 @@ def fit(
         seconds = time.perf_counter() - start
         bar.close()
         test = evaluate_elbo(model, guide, data.test_x, test_y)
+        if not math.isfinite(test["elbo"]):
+            raise TrainingDiverged(
+                f"epoch {epoch}: the test ELBO is {test['elbo']} (the epoch is not checkpointed)"
+            )
         record = {
             "epoch": epoch,
             "train_elbo": -total / n,
@@ -158,6 +202,7 @@ def fit(
             "test_recon": test["recon"],
             "test_kl": test["kl"],
             "beta": weight,
+            "lr": lr_now,
             "seconds": seconds,
         }
         history.append(record)

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import torch
+
+from pyrovae.core.errors import PyroVAEError
+from pyrovae.core.memory import available_bytes, format_bytes
 from pyrovae.core.registry import lookup
+from pyrovae.core.runtime import get_rng_state, set_rng_state
 from pyrovae.guides.families import GUIDES
 from pyrovae.guides.guide import AmortizedGuide
 from pyrovae.models.likelihoods import get_likelihood
@@ -36,3 +41,50 @@ def build_model_and_guide(
         config.latent_dim, guide=guide, num_pixels=num_pixels
     )
     return VAE(prior, decoder, likelihood, num_classes=labels), guide
+
+
+# Bytes per parameter while training: the float32 value, its gradient and Adam's two moments.
+BYTES_PER_PARAMETER = 16
+# Bytes per activation of one datapoint and particle: its value, its gradient and a temporary.
+BYTES_PER_ACTIVATION = 12
+
+
+def estimate_memory(config: TrainConfig, num_pixels: int, num_classes: int = 10) -> int:
+    """Bytes one training step needs, roughly: parameters (with gradients and Adam's state)
+    plus the activations of a batch of K particles through encoder and decoder.
+
+    The model is built on PyTorch's ``meta`` device, which allocates nothing, so a size that
+    would never fit is told in milliseconds. A family that cannot be built there (the flow's
+    MADE networks read a value while they are made) is counted as the ``normal`` guide, which
+    has the same encoder: its own layers, O(d²), are left out of the estimate.
+    """
+    state = get_rng_state()  # initialization draws nothing on meta; restored to be sure
+    try:
+        with torch.device("meta"):
+            try:
+                model, guide = build_model_and_guide(config, num_pixels, num_classes)
+            except RuntimeError:
+                model, guide = build_model_and_guide(
+                    config.replace(guide="normal"), num_pixels, num_classes
+                )
+    finally:
+        set_rng_state(state)
+    params = {id(p): p.numel() for m in (model, guide) for p in m.parameters()}
+    widths = sum(config.hidden) * 2 + num_pixels * (2 + model.likelihood.params_per_pixel)
+    widths += guide.family.num_params + config.latent_dim
+    rows = config.batch_size * config.num_particles
+    return BYTES_PER_PARAMETER * sum(params.values()) + BYTES_PER_ACTIVATION * rows * widths
+
+
+def check_fits(
+    config: TrainConfig, num_pixels: int, num_classes: int, device: torch.device
+) -> None:
+    """A one-line error when :func:`estimate_memory` exceeds the device's free memory."""
+    need, free = estimate_memory(config, num_pixels, num_classes), available_bytes(device)
+    if free is not None and need > free:
+        raise PyroVAEError(
+            f"this model needs about {format_bytes(need)} to train (--hidden "
+            f"{' '.join(map(str, config.hidden))}, --latent-dim {config.latent_dim}, "
+            f"--batch-size {config.batch_size}, --num-particles {config.num_particles}), more "
+            f"than the {format_bytes(free)} free on {device}; choose smaller sizes"
+        )

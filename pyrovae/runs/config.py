@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import types
+import typing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,7 +14,9 @@ from pyrovae.core.registry import lookup
 from pyrovae.data.files import DATASETS
 from pyrovae.data.images import PIXEL_MODES
 from pyrovae.guides.families import GUIDES
+from pyrovae.inference.divergence import DIVERGENCE_FACTOR
 from pyrovae.inference.estimators import ESTIMATORS, make_estimator
+from pyrovae.inference.schedules import LR_SCHEDULES, burda_epochs
 from pyrovae.models.likelihoods import get_likelihood
 from pyrovae.models.prior import PRIORS
 from pyrovae.nets import ACTIVATIONS, NETS
@@ -44,7 +48,19 @@ class TrainConfig:
     activation: str = _opt("relu", f"activation: {', '.join(ACTIVATIONS)}")
     epochs: int = _opt(10, "number of epochs (with --resume: the total to reach)")
     batch_size: int = _opt(128, "mini-batch size")
-    lr: float = _opt(1e-3, "Adam learning rate")
+    lr: float = _opt(1e-3, "Adam learning rate (the schedule's starting value)")
+    lr_schedule: str = _opt(
+        "constant",
+        f"learning-rate schedule: {', '.join(LR_SCHEDULES)} (burda: stage i = 0, 1, … lasts "
+        "3^i epochs at lr·10^(−i/7); cosine: lr·½(1 + cos πt/T) over the run)",
+    )
+    adam_betas: tuple[float, ...] = _opt((0.9, 0.999), "Adam's β₁ β₂")
+    adam_eps: float = _opt(1e-8, "Adam's ε, added to √v̂")
+    divergence_factor: float = _opt(
+        DIVERGENCE_FACTOR,
+        "stop when a step's loss per datapoint exceeds the median of the last 100 steps' by "
+        "this factor × (|median| + 1) nats: a run that has blown up without NaN; 0 turns it off",
+    )
     seed: int = _opt(0, "random seed")
     device: str = _opt("auto", "cpu, cuda or auto (cuda when a GPU is visible)")
     no_jit: bool = _opt(
@@ -55,6 +71,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden", tuple(self.hidden))
+        object.__setattr__(self, "adam_betas", tuple(float(b) for b in self.adam_betas))
         lookup(DATASETS, self.dataset, "dataset")
         lookup(PIXEL_MODES, self.pixels, "pixel mode")
         lookup(ESTIMATORS, self.estimator, "estimator")
@@ -66,6 +83,11 @@ class TrainConfig:
         lookup(GUIDES, self.guide, "guide")
         lookup(PRIORS, self.prior, "prior")
         lookup(NETS, self.net, "network")
+        if self.guide == "delta" and self.estimator == "analytic-kl" and self.beta != 0:
+            raise PyroVAEError(
+                "--estimator analytic-kl with --guide delta bounds nothing: a point mass has no "
+                "KL to the prior (it is infinite); use --autoencoder (β = 0) or another guide"
+            )
         if self.guide == "delta" and self.prior == "vamp":
             raise PyroVAEError("--prior vamp needs a guide with a density; not --guide delta")
         if self.conditional and self.prior == "vamp":
@@ -83,6 +105,15 @@ class TrainConfig:
             raise PyroVAEError(f"--hidden needs one or more positive sizes, got {self.hidden}")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise PyroVAEError(f"--lr must be a positive number, got {self.lr}")
+        lookup(LR_SCHEDULES, self.lr_schedule, "learning-rate schedule")
+        if len(self.adam_betas) != 2 or not all(0 <= b < 1 for b in self.adam_betas):
+            raise PyroVAEError(f"--adam-betas needs two numbers in [0, 1), got {self.adam_betas}")
+        if not (math.isfinite(self.adam_eps) and self.adam_eps > 0):
+            raise PyroVAEError(f"--adam-eps must be a positive number, got {self.adam_eps}")
+        if not (math.isfinite(self.divergence_factor) and self.divergence_factor >= 0):
+            raise PyroVAEError(
+                f"--divergence-factor must be a number ≥ 0, got {self.divergence_factor}"
+            )
         if not (math.isfinite(self.beta) and self.beta >= 0):
             raise PyroVAEError(f"--beta must be a number ≥ 0, got {self.beta}")
         if self.kl_warmup < 0:
@@ -93,15 +124,80 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["hidden"] = list(self.hidden)
+        d["adam_betas"] = list(self.adam_betas)
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        """A config from plain values (JSON's): unknown keys and values of the wrong type are
+        one-line errors naming the field."""
+        if not isinstance(d, dict):
+            raise PyroVAEError(f"a config must be an object of settings, got {type(d).__name__}")
+        hints = typing.get_type_hints(cls)
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - names
         if unknown:
             raise PyroVAEError(f"config has unknown keys: {', '.join(sorted(unknown))}")
+        for name, value in d.items():
+            if not _has_type(value, hints[name]):
+                raise PyroVAEError(f"{name!r} must be {_describe(hints[name])}, got {value!r}")
         return cls(**d)
 
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)
+
+
+def _has_type(value: Any, hint: Any) -> bool:
+    """Whether a JSON value fits a field's annotation (an int is a float; a list a tuple)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_has_type(value, a) for a in args)
+    if origin is tuple:
+        return isinstance(value, (list, tuple)) and all(_has_type(v, args[0]) for v in value)
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
+def _describe(hint: Any) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in args)
+    if origin is tuple:
+        return f"a list of {_describe(args[0]).removeprefix('a ').removeprefix('an ')}s"
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+    return names.get(hint, "null" if hint is type(None) else str(hint))
+
+
+# Named protocols: TrainConfig fields a preset sets; flags on the command line override them.
+PRESETS: dict[str, dict[str, Any]] = {
+    # Burda, Grosse & Salakhutdinov 2015, Table 1, one stochastic layer: MNIST binarized
+    # stochastically, 784-200-200-50 tanh, Adam(0.9, 0.999, 1e-4), batch 20, 3^i passes at
+    # 1e-3·10^(−i/7), i = 0…7 (3280 passes).
+    "burda2015": {
+        "dataset": "mnist",
+        "pixels": "dynamic",
+        "likelihood": "bernoulli",
+        "guide": "normal",
+        "prior": "normal",
+        "net": "mlp",
+        "hidden": (200, 200),
+        "latent_dim": 50,
+        "activation": "tanh",
+        "batch_size": 20,
+        "lr": 1e-3,
+        "lr_schedule": "burda",
+        "adam_betas": (0.9, 0.999),
+        "adam_eps": 1e-4,
+        "epochs": burda_epochs(8),
+    },
+}
+
+
+def preset_config(name: str, **changes: Any) -> TrainConfig:
+    """The :data:`PRESETS` entry ``name`` as a config, with ``changes`` on top."""
+    return TrainConfig(**{**lookup(PRESETS, name, "preset"), **changes})

@@ -6,12 +6,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from tqdm import tqdm
+
 from pyrovae.core.errors import PyroVAEError, check_at_least
+from pyrovae.core.files import check_writable
 from pyrovae.core.labels import labels_for
 from pyrovae.core.runtime import seeded
 from pyrovae.inference.diagnostics import gradient_statistics
 from pyrovae.inference.estimators import make_estimator
-from pyrovae.runs.folder import write_diagnostics
+from pyrovae.runs.folder import run_lock, write_diagnostics
 from pyrovae.runs.load import first_test_images, load_run
 
 DIAGNOSTIC_FIGURES = ("snr", "variance_mean", "mean_norm")
@@ -26,6 +29,7 @@ def diagnose_run(
     device: str | None = None,
     data_dir: str | None = None,
     download: bool = True,
+    progress: bool = True,
 ) -> list[dict[str, Any]]:
     """Gradient variance and SNR of each estimator × K at the run's checkpoint.
 
@@ -33,7 +37,8 @@ def diagnose_run(
     under seed 0 (:func:`~pyrovae.inference.diagnostics.gradient_statistics`). Rows hold
     ``estimator``, ``num_particles`` and, per group (``encoder`` φ, ``decoder`` θ), ``snr``
     (mean over components of |E g| / std g), ``variance_mean`` and ``mean_norm`` ‖E g‖.
-    Also written to the run's ``diagnostics.json``.
+    Also added to the run's ``diagnostics.json`` with the checkpoint's ``epoch`` (rows of the
+    same setting replace earlier ones). ``progress``: a bar over all gradients drawn.
     """
     if not estimators or not num_particles:
         raise PyroVAEError("diagnose needs at least one estimator and one --num-particles")
@@ -41,24 +46,32 @@ def diagnose_run(
     check_at_least("--batch-size", batch_size, 1)
     # every (name, K) is checked before the (slower) checkpoint and data are loaded
     grid = [(name, k, make_estimator(name, k)) for name in estimators for k in num_particles]
-    run = load_run(run_dir, device, data_dir, download)
-    path, data, model, guide = run.path, run.data, run.model, run.guide
-    xb = first_test_images(data, batch_size, "--batch-size")
-    yb = data.test_y[: xb.shape[0]]
-    rows = []
-    for name, k, estimator in grid:
-        with seeded(0):
-            stats = gradient_statistics(
-                model, guide, xb, estimator, num_samples=samples, y=labels_for(model, yb)
-            )
-        row: dict[str, Any] = {
-            "estimator": name,
-            "num_particles": k,
-            "samples": samples,
-            "batch_size": int(xb.shape[0]),
-        }
-        for group, figures in stats.items():
-            row[group] = {key: figures[key] for key in DIAGNOSTIC_FIGURES}
-        rows.append(row)
-    write_diagnostics(path, rows)
+    path = Path(run_dir)
+    with run_lock(path):  # checked writable before any work: the results are not lost
+        check_writable(path)
+        run = load_run(path, device, data_dir, download)
+        xb = first_test_images(run.data, batch_size, "--batch-size")
+        yb = labels_for(run.model, run.data.test_y[: xb.shape[0]])
+        bar = tqdm(total=len(grid) * samples, desc="gradients", disable=not progress)
+        rows = [_row(run, name, k, estimator, samples, xb, yb, bar) for name, k, estimator in grid]
+        bar.close()
+        write_diagnostics(path, rows)
     return rows
+
+
+def _row(run, name: str, k: int, estimator, samples: int, xb, yb, bar) -> dict[str, Any]:
+    bar.set_postfix_str(f"{name} K={k}", refresh=False)
+    with seeded(0):
+        stats = gradient_statistics(
+            run.model, run.guide, xb, estimator, num_samples=samples, y=yb, on_sample=bar.update
+        )
+    row: dict[str, Any] = {
+        "epoch": run.epoch,
+        "estimator": name,
+        "num_particles": k,
+        "samples": samples,
+        "batch_size": int(xb.shape[0]),
+    }
+    for group, figures in stats.items():
+        row[group] = {key: figures[key] for key in DIAGNOSTIC_FIGURES}
+    return row

@@ -7,10 +7,11 @@ from pathlib import Path
 from typing import Any
 
 from pyrovae.core.errors import PyroVAEError, check_at_least
+from pyrovae.core.files import check_writable
 from pyrovae.core.labels import labels_for
 from pyrovae.inference.evaluate import evaluate_elbo
 from pyrovae.inference.marginal import active_units, log_marginal_likelihood
-from pyrovae.runs.folder import write_evaluation
+from pyrovae.runs.folder import run_lock, write_evaluation
 from pyrovae.runs.load import first_test_images, load_run
 
 
@@ -31,7 +32,8 @@ def evaluate_run(
     test_subset: int | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Test figures of a run's checkpoint, also written to the run's ``evaluation.json``.
+    """Test figures of a run's checkpoint, also added to the run's ``evaluation.json`` (which
+    keeps one entry per epoch, K and number of test images).
 
     ``test_elbo`` / ``test_recon`` / ``test_kl``: single-sample ELBO and its terms;
     ``log_px``: log p(x) ≈ log (1/K) Σ_k p(x, z_k)/q(z_k|x), K = ``num_samples`` (0 skips it),
@@ -44,14 +46,24 @@ def evaluate_run(
         raise PyroVAEError(f"--num-samples must be 0 (no log p(x)) or more, got {num_samples}")
     if test_subset is not None:
         check_at_least("--test-subset", test_subset, 1)
-    run = load_run(run_dir, device, data_dir, download)
-    path, config, data, model, guide = run.path, run.config, run.data, run.model, run.guide
+    path = Path(run_dir)
+    with run_lock(path):  # checked writable before any work: the results are not lost
+        check_writable(path)
+        figures = _evaluate(path, device, data_dir, download, num_samples, test_subset, progress)
+        write_evaluation(path, figures)
+    return figures
+
+
+def _evaluate(path, device, data_dir, download, num_samples, test_subset, progress):
+    run = load_run(path, device, data_dir, download)
+    config, data, model, guide = run.config, run.data, run.model, run.guide
     x = first_test_images(data, test_subset, "--test-subset")
     y = labels_for(model, data.test_y[: x.shape[0]])
     test = evaluate_elbo(model, guide, x, y)
     figures: dict[str, Any] = {
         "epoch": run.epoch,
         "num_test": int(x.shape[0]),
+        "num_samples": num_samples,
         "test_elbo": test["elbo"],
         "test_recon": test["recon"],
         "test_kl": test["kl"],
@@ -63,10 +75,8 @@ def evaluate_run(
             log_px_stderr=_finite_or_none(lml["stderr"]),
             log_px_mc_stderr=lml["mc_stderr"],
             ess=lml["ess"],
-            num_samples=lml["num_samples"],
         )
     # a covariance over one image is undefined
     figures["active_units"] = active_units(guide, x, y) if x.shape[0] > 1 else None
     figures["latent_dim"] = config.latent_dim
-    write_evaluation(path, figures)
     return figures

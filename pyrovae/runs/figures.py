@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,14 @@ from pyrovae import plots
 from pyrovae.core.labels import labels_for
 from pyrovae.core.runtime import seeded
 from pyrovae.data.images import ImageData
-from pyrovae.runs.folder import read_diagnostics, read_evaluation, read_latents, write_latents
+from pyrovae.runs.folder import (
+    DIAGNOSTICS,
+    EVALUATION,
+    read_diagnostics,
+    read_evaluations,
+    read_latents,
+    write_latents,
+)
 
 SNAPSHOT_IMAGES = 2000  # test images whose codes are recorded per epoch (2-D latent only)
 FIGURE_SEED = 0  # figures that draw (prior samples, a flow's mean) are reproducible
@@ -120,27 +128,53 @@ def _head(y: torch.Tensor | None, n: int) -> torch.Tensor | None:
     return None if y is None else y[:n]
 
 
-def diagnostic_figures(path: Path, out: Path) -> list[Path]:
-    """Figures of what ``evaluate`` and ``diagnose`` recorded in run folder ``path``:
-    bound_vs_k (test ELBO = L_1 and the importance-weighted L_K of log p(x)), snr_vs_k and
-    gradient_variance; each only when its file exists."""
+def _noted(note: Callable[[str], None] | None) -> Callable[[str], None]:
+    return note if note is not None else (lambda text: warnings.warn(text, stacklevel=3))
+
+
+def diagnostic_figures(
+    path: Path, out: Path, epoch: int, note: Callable[[str], None] | None = None
+) -> list[Path]:
+    """Figures of what ``evaluate`` and ``diagnose`` recorded in run folder ``path`` at the
+    checkpoint's ``epoch``: bound_vs_k (test ELBO = L_1 and the importance-weighted L_K of every
+    K evaluated on the same test images), snr_vs_k and gradient_variance. What was recorded only
+    at other epochs is not drawn; ``note`` (default: a warning) says so."""
+    note = _noted(note)
     written = []
-    evaluation = read_evaluation(path)
-    if evaluation is not None and evaluation.get("log_px") is not None:
-        rows = [
-            {"estimator": "L_K", "num_particles": 1, "bound": evaluation["test_elbo"]},
+    evaluations = [e for e in read_evaluations(path) if e.get("log_px") is not None]
+    current = [e for e in evaluations if e.get("epoch") == epoch]
+    if current:
+        most = max(e["num_test"] for e in current)
+        same = sorted((e for e in current if e["num_test"] == most), key=lambda e: e["num_samples"])
+        rows = [{"estimator": "L_K", "num_particles": 1, "bound": same[0]["test_elbo"]}]
+        rows += [
             {
                 "estimator": "L_K",
-                "num_particles": evaluation["num_samples"],
-                "bound": evaluation["log_px"],
-                "stderr": evaluation.get("log_px_mc_stderr"),
-            },
+                "num_particles": e["num_samples"],
+                "bound": e["log_px"],
+                "stderr": e.get("log_px_mc_stderr"),
+            }
+            for e in same
         ]
         written.append(plots.save_figure(plots.bound_vs_k(rows), out / "bound_vs_k.png"))
+    elif evaluations:
+        note(_stale("bound_vs_k.png", EVALUATION, evaluations, epoch, f"pyrovae evaluate {path}"))
     rows = read_diagnostics(path)
-    if rows:
-        written.append(plots.save_figure(plots.snr_vs_k(rows), out / "snr_vs_k.png"))
+    current = [r for r in rows if r.get("epoch") == epoch]
+    if current:
+        written.append(plots.save_figure(plots.snr_vs_k(current), out / "snr_vs_k.png"))
         written.append(
-            plots.save_figure(plots.gradient_variance(rows), out / "gradient_variance.png")
+            plots.save_figure(plots.gradient_variance(current), out / "gradient_variance.png")
         )
+    elif rows:
+        note(_stale("snr_vs_k.png", DIAGNOSTICS, rows, epoch, f"pyrovae diagnose {path} …"))
     return written
+
+
+def _stale(figure: str, file: str, entries: list[dict], epoch: int, command: str) -> str:
+    held = sorted({e.get("epoch") for e in entries}, key=lambda e: -1 if e is None else e)
+    epochs = ", ".join("unknown" if e is None else str(e) for e in held)
+    return (
+        f"{figure} not drawn: {file} holds epoch {epochs} only and the checkpoint is at epoch "
+        f"{epoch}; run `{command}` again"
+    )

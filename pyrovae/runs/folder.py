@@ -1,27 +1,38 @@
-"""A run folder: ``config.json``, ``metrics.jsonl`` (one line per epoch), ``checkpoint.pt``,
-what ``evaluate`` / ``diagnose`` found (``evaluation.json``, ``diagnostics.json``), and, for a
-2-D latent space, ``latents.pt`` (test codes per epoch); figures go to ``figures/``.
+"""A run folder: ``config.json``, ``checkpoint.pt`` (weights, optimizer and RNG state, and the
+metrics of every epoch so far), ``metrics.jsonl`` (one line per epoch, rewritten from the
+checkpoint on resume), what ``evaluate`` / ``diagnose`` found (``evaluation.json``,
+``diagnostics.json``, one entry per setting), and, for a 2-D latent space, ``latents.pt`` (test
+codes per epoch); figures go to ``figures/``.
 
 Every file is written atomically (a temporary file in the same folder, then ``os.replace``), so
-a run that fails part-way leaves the last good checkpoint and metrics as they were.
+a run killed at any instant keeps its last good checkpoint, whose own copy of the metrics is the
+record of what was trained. A checkpoint carries a SHA-256 of its content, checked on load, and
+a process that writes to a folder holds its lock (``.lock``, ``fcntl.flock``).
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
+import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from pyrovae.core.errors import PyroVAEError
-from pyrovae.core.files import atomic_write
+from pyrovae.core.errors import PyroVAEError, first_line
+from pyrovae.core.files import atomic_write, os_error
 from pyrovae.runs.config import TrainConfig
 
 RUN_FORMAT = "pyrovae-run/1"
 CHECKPOINT_FORMAT = "pyrovae-checkpoint/1"
-CONFIG, METRICS, CHECKPOINT, EVALUATION, DIAGNOSTICS, LATENTS, FIGURES = (
+EVALUATIONS_FORMAT = "pyrovae-evaluations/1"
+DIAGNOSTICS_FORMAT = "pyrovae-diagnostics/1"
+CONFIG, METRICS, CHECKPOINT, EVALUATION, DIAGNOSTICS, LATENTS, FIGURES, LOCK = (
     "config.json",
     "metrics.jsonl",
     "checkpoint.pt",
@@ -29,6 +40,7 @@ CONFIG, METRICS, CHECKPOINT, EVALUATION, DIAGNOSTICS, LATENTS, FIGURES = (
     "diagnostics.json",
     "latents.pt",
     "figures",
+    ".lock",
 )
 
 
@@ -45,13 +57,57 @@ def default_run_dir(config: TrainConfig, root: str | Path = "runs") -> Path:
     return path
 
 
+@contextmanager
+def run_lock(path: Path) -> Iterator[None]:
+    """Hold ``path``'s exclusive lock while writing to it: a second pyrovae process that wants
+    to write there (train, resume, evaluate, diagnose, plot or sample into it) stops at once
+    with one line. The lock is the kernel's (``flock``): a killed process releases it."""
+    try:
+        fd = os.open(path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise os_error("write", path, e) from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise PyroVAEError(
+                f"{path} is in use by another pyrovae process (training or evaluating there); "
+                "wait for it to finish or use another folder"
+            ) from None
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
+def is_fresh(path: Path) -> bool:
+    """True for a folder a run may be created in: missing, empty, or holding only a lock."""
+    return not path.exists() or (path.is_dir() and all(p.name == LOCK for p in path.iterdir()))
+
+
+def check_new_run(path: Path) -> None:
+    """Refuse, in one line, a folder that a new run may not be created in."""
+    if path.exists() and not path.is_dir():
+        raise PyroVAEError(f"{path} is a file; --run-dir needs a folder")
+    if not is_fresh(path):
+        if (path / CONFIG).is_file() and not (path / CHECKPOINT).is_file():
+            hint = f"it has no checkpoint yet: --resume {path} trains it from epoch 0"
+        else:
+            hint = f"use --resume {path} or another --run-dir"
+        raise PyroVAEError(f"{path} already exists and is not empty; {hint}")
+
+
+def make_run_dir(path: Path) -> None:
+    """Create the folder (and its parents) of a new run."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise os_error("create", path, e) from None
+
+
 def create_run(path: Path, config: TrainConfig, extra: dict[str, Any]) -> Path:
-    """Make a new run folder and write its config; an existing non-empty folder is refused."""
-    if path.exists() and (not path.is_dir() or any(path.iterdir())):
-        raise PyroVAEError(
-            f"{path} already exists and is not empty; use --resume {path} or another --run-dir"
-        )
-    path.mkdir(parents=True, exist_ok=True)
+    """Write a new run's config into ``path`` (made by :func:`make_run_dir`, its lock held);
+    a folder that another run got to first is refused."""
+    check_new_run(path)
     _write_json(path / CONFIG, {"format": RUN_FORMAT, "config": config.to_dict(), **extra})
     return path
 
@@ -60,42 +116,123 @@ def read_run_meta(path: Path) -> dict[str, Any]:
     """Everything ``config.json`` holds (format, config, device, data sizes), checked."""
     if not path.is_dir():
         raise PyroVAEError(f"run folder {path} does not exist")
+    file = path / CONFIG
     try:
-        meta = json.loads((path / CONFIG).read_text())
-    except (OSError, ValueError):
-        raise PyroVAEError(f"{path} is not a pyrovae run folder (no readable {CONFIG})") from None
+        meta = json.loads(file.read_text())
+    except FileNotFoundError:
+        raise PyroVAEError(f"{path} is not a pyrovae run folder (it has no {CONFIG})") from None
+    except (OSError, ValueError) as e:
+        raise PyroVAEError(f"cannot read {file}: {first_line(e)}") from None
     if not isinstance(meta, dict) or meta.get("format") != RUN_FORMAT:
         raise PyroVAEError(f"{path} is not a pyrovae run folder ({CONFIG} is not pyrovae's)")
+    if not isinstance(meta.get("config"), dict):
+        raise PyroVAEError(f"{file} is damaged: its 'config' entry is missing or not an object")
+    for key in ("num_pixels", "num_classes"):
+        value = meta.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise PyroVAEError(f"{file} is damaged: {key!r} must be a whole number, got {value!r}")
     return meta
 
 
 def read_config(path: Path) -> TrainConfig:
-    """The config of run folder ``path``; a missing or foreign folder is a clear error."""
-    return TrainConfig.from_dict(read_run_meta(path)["config"])
+    """The config of run folder ``path``; a missing, foreign or damaged folder is a clear error."""
+    settings = read_run_meta(path)["config"]
+    try:
+        return TrainConfig.from_dict(settings)
+    except PyroVAEError as e:
+        raise PyroVAEError(f"{path / CONFIG} is damaged: {e}") from None
+
+
+def content_digest(obj: Any) -> str:
+    """SHA-256 of a checkpoint's content: every tensor's dtype, shape and bytes (on the CPU) and
+    every other value's repr, walked in a fixed order; independent of the file's encoding."""
+    h = hashlib.sha256()
+
+    def walk(x: Any) -> None:
+        if isinstance(x, torch.Tensor):
+            t = x.detach().cpu().contiguous().reshape(-1)
+            h.update(f"T{t.dtype}{tuple(x.shape)}".encode())
+            h.update(t.view(torch.uint8).numpy().tobytes())
+        elif isinstance(x, dict):
+            h.update(b"{")
+            for key in sorted(x, key=repr):
+                h.update(repr(key).encode())
+                walk(x[key])
+            h.update(b"}")
+        elif isinstance(x, (list, tuple)):
+            h.update(b"[" if isinstance(x, list) else b"(")
+            for item in x:
+                walk(item)
+            h.update(b"]")
+        else:
+            h.update(repr(x).encode())
+
+    walk(obj)
+    return h.hexdigest()
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    atomic_write(path / CHECKPOINT, lambda f: torch.save({"format": CHECKPOINT_FORMAT, **state}, f))
+    """``checkpoint.pt``: ``state``, its format and a SHA-256 of both (:func:`content_digest`)."""
+    content = {"format": CHECKPOINT_FORMAT, **state}
+    content["sha256"] = content_digest(content)
+    atomic_write(path / CHECKPOINT, lambda f: torch.save(content, f))
 
 
 def load_checkpoint(path: Path, map_location: torch.device | str = "cpu") -> dict[str, Any]:
+    """The checkpoint of run folder ``path``, its checksum verified; a missing, empty, damaged
+    or foreign file is a one-line error (never an unpickling of arbitrary objects)."""
     file = path / CHECKPOINT
     if not file.is_file():
         raise PyroVAEError(f"{path} has no {CHECKPOINT} (the run never finished an epoch)")
+    if file.stat().st_size == 0:
+        raise PyroVAEError(f"{file} is empty (0 bytes): the checkpoint is damaged")
     try:
         state = torch.load(file, map_location=map_location, weights_only=True)
-    except Exception as e:
-        raise PyroVAEError(f"cannot read {file}: {str(e).splitlines()[0]}") from None
+    except Exception as e:  # torch raises assorted types for a damaged file
+        raise PyroVAEError(
+            f"cannot read {file}: damaged, or not a pyrovae checkpoint ({type(e).__name__})"
+        ) from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise PyroVAEError(f"{file} is not a pyrovae checkpoint")
+    saved = state.pop("sha256", None)  # checkpoints before checksums have none
+    if saved is not None and content_digest(state) != saved:
+        raise PyroVAEError(
+            f"{file} is corrupt: its content does not match the SHA-256 saved with it "
+            "(damaged on disk?); restore it from a copy or train again"
+        )
     return state
 
 
+def checkpoint_history(path: Path, state: dict[str, Any]) -> list[dict[str, Any]]:
+    """The metrics of every epoch up to the checkpoint's: its own copy, or (a checkpoint from
+    before checkpoints held them) ``metrics.jsonl`` up to its epoch."""
+    history = state.get("history")
+    if history is None:
+        done = int(state["epoch"])
+        history = [r for r in read_metrics(path) if r["epoch"] <= done]
+    return [dict(r) for r in history]
+
+
 def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """``metrics.jsonl``'s records (empty when there is none); a bad line is a clear error."""
     file = path / METRICS
     if not file.is_file():
         return []
-    return [json.loads(line) for line in file.read_text().splitlines() if line.strip()]
+    records = []
+    for number, line in enumerate(file.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            record = None
+        if not isinstance(record, dict) or not isinstance(record.get("epoch"), int):
+            raise PyroVAEError(
+                f"{file} line {number} is damaged (not a JSON record with an epoch); "
+                "--resume rewrites the file from the checkpoint"
+            )
+        records.append(record)
+    return records
 
 
 def write_metrics(path: Path, records: list[dict[str, Any]]) -> None:
@@ -103,22 +240,56 @@ def write_metrics(path: Path, records: list[dict[str, Any]]) -> None:
     atomic_write(path / METRICS, lambda f: f.write(text.encode()))
 
 
+def _entries(file: Path, fmt: str, key: str) -> list[dict[str, Any]]:
+    """The entries of an evaluation / diagnostics file (also in its older one-setting form)."""
+    data = _read_json(file)
+    if data is None:
+        return []
+    if isinstance(data, dict) and data.get("format") == fmt:
+        data = data.get(key)
+    elif isinstance(data, dict):  # before evaluations were kept per setting: one entry
+        data = [data]
+    if not isinstance(data, list) or not all(isinstance(e, dict) for e in data):
+        raise PyroVAEError(f"cannot read {file}: not a list of {key}")
+    return data
+
+
+def _merge(old: list[dict], new: list[dict], fields: tuple[str, ...]) -> list[dict]:
+    """``old`` with the entries of ``new`` added, replacing those of the same setting."""
+
+    def setting(e: dict) -> tuple:
+        return tuple(e.get(f) for f in fields)
+
+    replaced = {setting(e) for e in new}
+    return [e for e in old if setting(e) not in replaced] + list(new)
+
+
+EVALUATION_SETTING = ("epoch", "num_samples", "num_test")
+DIAGNOSTIC_SETTING = ("epoch", "estimator", "num_particles", "samples", "batch_size")
+
+
 def write_evaluation(path: Path, figures: dict[str, Any]) -> None:
-    _write_json(path / EVALUATION, figures)
+    """Add ``figures`` to ``evaluation.json`` (last: the file is in the order of writing),
+    replacing an earlier evaluation of the same (epoch, K, test images); evaluations at other
+    settings are kept."""
+    entries = _merge(read_evaluations(path), [figures], EVALUATION_SETTING)
+    _write_json(path / EVALUATION, {"format": EVALUATIONS_FORMAT, "evaluations": entries})
+
+
+def read_evaluations(path: Path) -> list[dict[str, Any]]:
+    """Every evaluation recorded in ``evaluation.json`` (empty when never evaluated)."""
+    return _entries(path / EVALUATION, EVALUATIONS_FORMAT, "evaluations")
 
 
 def write_diagnostics(path: Path, rows: list[dict[str, Any]]) -> None:
-    _write_json(path / DIAGNOSTICS, rows)
+    """Add ``rows`` to ``diagnostics.json``, replacing earlier rows of the same setting."""
+    entries = _merge(read_diagnostics(path), rows, DIAGNOSTIC_SETTING)
+    _write_json(path / DIAGNOSTICS, {"format": DIAGNOSTICS_FORMAT, "rows": entries})
 
 
-def read_evaluation(path: Path) -> dict[str, Any] | None:
-    """``evaluation.json``, or None when the run was never evaluated."""
-    return _read_json(path / EVALUATION)
-
-
-def read_diagnostics(path: Path) -> list[dict[str, Any]] | None:
-    """``diagnostics.json``'s rows, or None when the run was never diagnosed."""
-    return _read_json(path / DIAGNOSTICS)
+def read_diagnostics(path: Path) -> list[dict[str, Any]]:
+    """Every row recorded in ``diagnostics.json`` (empty when never diagnosed)."""
+    return _entries(path / DIAGNOSTICS, DIAGNOSTICS_FORMAT, "rows")
 
 
 def _read_json(file: Path) -> Any:
@@ -144,7 +315,9 @@ def read_latents(path: Path) -> dict[str, torch.Tensor] | None:
     try:
         latents = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise PyroVAEError(f"cannot read {file}: {str(e).splitlines()[0]}") from None
+        raise PyroVAEError(
+            f"cannot read {file}: damaged, or not a latent-snapshot file ({type(e).__name__})"
+        ) from None
     if not isinstance(latents, dict) or not {"epochs", "codes", "labels"} <= set(latents):
         raise PyroVAEError(f"{file} is not a pyrovae latent-snapshot file")
     return latents

@@ -6,7 +6,9 @@ plot) start from it, and train/resume share its data and model helpers.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +17,15 @@ import torch
 from pyrovae.core.errors import PyroVAEError
 from pyrovae.core.runtime import resolve_device
 from pyrovae.data.images import ImageData, load_data
-from pyrovae.runs.build import build_model_and_guide
+from pyrovae.runs.build import build_model_and_guide, check_fits
 from pyrovae.runs.config import TrainConfig
-from pyrovae.runs.folder import load_checkpoint, read_config
+from pyrovae.runs.folder import (
+    checkpoint_history,
+    load_checkpoint,
+    read_config,
+    read_run_meta,
+    run_lock,
+)
 
 
 def run_data(config: TrainConfig, device: torch.device, data_dir: str | None, download: bool):
@@ -26,9 +34,30 @@ def run_data(config: TrainConfig, device: torch.device, data_dir: str | None, do
 
 
 def build_on(config: TrainConfig, num_pixels: int, num_classes: int, device: torch.device):
-    """Freshly initialized model and guide on ``device``."""
+    """Freshly initialized model and guide on ``device``, once their size is known to fit."""
+    check_fits(config, num_pixels, num_classes, device)
     model, guide = build_model_and_guide(config, num_pixels, num_classes)
     return model.to(device), guide.to(device)
+
+
+def _mismatch(part: str, module: torch.nn.Module, saved: Any) -> str | None:
+    """What differs between a module's parameters and a checkpoint's, briefly, or None."""
+    if not isinstance(saved, dict):
+        return f"the checkpoint has no {part} weights"
+    built = module.state_dict()
+    missing = [k for k in built if k not in saved]
+    extra = [k for k in saved if k not in built]
+    shapes = [
+        f"{k} {tuple(saved[k].shape)} saved, {tuple(v.shape)} built"
+        for k, v in built.items()
+        if k in saved and isinstance(saved[k], torch.Tensor) and saved[k].shape != v.shape
+    ]
+    problems = []
+    for what, keys in (("shapes differ", shapes), ("missing", missing), ("unexpected", extra)):
+        if keys:
+            more = f" and {len(keys) - 2} more" if len(keys) > 2 else ""
+            problems.append(f"{len(keys)} {what}: {'; '.join(keys[:2])}{more}")
+    return f"{part}: " + ", ".join(problems) if problems else None
 
 
 def restore(
@@ -39,21 +68,31 @@ def restore(
     device: torch.device,
 ):
     """Model and guide with the checkpoint's weights (both: a VampPrior's components go
-    through the guide's encoder)."""
+    through the guide's encoder). A checkpoint of another architecture is a one-line error that
+    names the first mismatched keys and shapes."""
     model, guide = build_on(config, num_pixels, num_classes, device)
-    try:
-        model.load_state_dict(state["model"])
-        guide.load_state_dict(state["guide"])
-    except (RuntimeError, KeyError) as e:
-        first = str(e).splitlines()[0]
-        raise PyroVAEError(f"checkpoint does not match the run's config: {first}") from None
+    problems = [
+        p
+        for p in (
+            _mismatch("model", model, state.get("model")),
+            _mismatch("guide", guide, state.get("guide")),
+        )
+        if p is not None
+    ]
+    if problems:
+        raise PyroVAEError(
+            "the checkpoint does not match the run's config (" + "; ".join(problems) + ")"
+        )
+    model.load_state_dict(state["model"])
+    guide.load_state_dict(state["guide"])
     return model, guide
 
 
 @dataclass(frozen=True)
 class LoadedRun:
     """A trained run in memory: its folder, config (with the device used), the epoch its
-    checkpoint holds, the data, and model and guide with the checkpoint's weights."""
+    checkpoint holds, the data, model and guide with the checkpoint's weights, and the metrics
+    of every epoch up to the checkpoint's."""
 
     path: Path
     config: TrainConfig
@@ -61,6 +100,7 @@ class LoadedRun:
     data: ImageData
     model: Any
     guide: Any
+    history: list[dict[str, Any]] = field(default_factory=list)
 
 
 def load_run(
@@ -79,7 +119,17 @@ def load_run(
     state = load_checkpoint(path, dev)
     data = run_data(config, dev, data_dir, download)
     model, guide = restore(config, state, data.num_pixels, data.num_classes, dev)
-    return LoadedRun(path, config, int(state["epoch"]), data, model, guide)
+    history = checkpoint_history(path, state)
+    return LoadedRun(path, config, int(state["epoch"]), data, model, guide, history)
+
+
+@contextmanager
+def writing_into(run_dir: Path, target: Path) -> Iterator[None]:
+    """The run folder's lock while ``target`` (a file or folder) lies inside it; nothing else."""
+    read_run_meta(run_dir)
+    inside = target.resolve().is_relative_to(run_dir.resolve())
+    with run_lock(run_dir) if inside else nullcontext():
+        yield
 
 
 def first_test_images(data: ImageData, n: int | None, flag: str) -> torch.Tensor:

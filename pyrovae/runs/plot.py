@@ -2,33 +2,29 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from pyrovae import plots
 from pyrovae.core.errors import PyroVAEError
+from pyrovae.core.files import check_writable
 from pyrovae.runs.figures import diagnostic_figures, standard_figures
 from pyrovae.runs.folder import (
-    CHECKPOINT,
     FIGURES,
-    METRICS,
+    checkpoint_history,
+    load_checkpoint,
     read_latents,
-    read_metrics,
     read_run_meta,
 )
-from pyrovae.runs.load import load_run
+from pyrovae.runs.load import load_run, writing_into
 
 
-def _finished_run(path: Path) -> list[dict[str, Any]]:
-    """The metrics of a run folder that has finished an epoch (else a clear error)."""
+def _finished_run(path: Path) -> tuple[int, list[dict[str, Any]]]:
+    """The checkpoint's epoch and metrics of a run that has finished an epoch (else an error)."""
     read_run_meta(path)
-    history = read_metrics(path)
-    if not history or not (path / CHECKPOINT).is_file():
-        raise PyroVAEError(
-            f"{path} has no {CHECKPOINT} / {METRICS} (the run never finished an epoch)"
-        )
-    return history
+    state = load_checkpoint(path)
+    return int(state["epoch"]), checkpoint_history(path, state)
 
 
 def plot_runs(
@@ -38,15 +34,17 @@ def plot_runs(
     device: str | None = None,
     data_dir: str | None = None,
     download: bool = True,
+    note: Callable[[str], None] | None = None,
 ) -> list[Path]:
     """Draw run figures as PNGs; returns the files written.
 
-    One run: its standard figures (those ``train`` writes, from the checkpoint, the metrics and
-    ``latents.pt``) plus bound_vs_k / snr_vs_k / gradient_variance where ``evaluate`` /
-    ``diagnose`` left their files, into ``out`` (default: the run's ``figures/``). Several
-    runs: their training curves overlaid in ``out/training_curves.png`` (labelled by ``labels``,
-    default the folder names) and each run's bound and diagnostic figures in ``out/<label>/``;
-    ``out`` is required.
+    One run: its standard figures (those ``train`` writes, from the checkpoint and
+    ``latents.pt``) plus bound_vs_k / snr_vs_k / gradient_variance of what ``evaluate`` /
+    ``diagnose`` recorded at the checkpoint's epoch, into ``out`` (default: the run's
+    ``figures/``). Several runs: their training curves overlaid in ``out/training_curves.png``
+    (labelled by ``labels``, default the folder names) and each run's bound and diagnostic
+    figures in ``out/<label>/``; ``out`` is required. ``note`` receives what was not drawn and
+    why (default: a warning).
     """
     paths = [Path(p) for p in run_dirs]
     if not paths:
@@ -58,20 +56,25 @@ def plot_runs(
     names = list(labels) if labels is not None else [p.name for p in paths]
     if len(set(names)) != len(names):
         raise PyroVAEError("two runs have the same folder name; tell them apart with --labels")
+    if out is not None and Path(out).exists() and not Path(out).is_dir():
+        raise PyroVAEError(f"--out {out} is a file; plot writes its PNGs into a folder")
     if len(paths) == 1:
         path = paths[0]
         _finished_run(path)
-        run = load_run(path, device, data_dir, download)
-        path, data, model, guide = run.path, run.data, run.model, run.guide
         target = Path(out) if out is not None else path / FIGURES
-        history = read_metrics(path)
-        written = standard_figures(
-            target, names[0], model, guide, data, history, read_latents(path)
-        )
-        return written + diagnostic_figures(path, target)
-    histories = {name: _finished_run(p) for name, p in zip(names, paths, strict=True)}
+        check_writable(target)
+        with writing_into(path, target):
+            run = load_run(path, device, data_dir, download)
+            written = standard_figures(
+                target, names[0], run.model, run.guide, run.data, run.history, read_latents(path)
+            )
+            return written + diagnostic_figures(path, target, run.epoch, note)
+    finished = {name: _finished_run(p) for name, p in zip(names, paths, strict=True)}
     target = Path(out)
+    check_writable(target)
+    histories = {name: history for name, (_, history) in finished.items()}
     written = [plots.save_figure(plots.training_curves(histories), target / "training_curves.png")]
     for name, path in zip(names, paths, strict=True):
-        written += diagnostic_figures(path, target / name)
+        with writing_into(path, target / name):
+            written += diagnostic_figures(path, target / name, finished[name][0], note)
     return written

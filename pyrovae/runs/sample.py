@@ -7,11 +7,27 @@ from pathlib import Path
 import torch
 
 from pyrovae.core.errors import PyroVAEError
+from pyrovae.core.files import check_writable
+from pyrovae.core.memory import available_bytes, format_bytes
 from pyrovae.core.runtime import resolve_device, seeded
 from pyrovae.plots.common import save_figure
 from pyrovae.plots.grids import as_square, image_grid
 from pyrovae.runs.folder import load_checkpoint, read_config, read_run_meta
-from pyrovae.runs.load import restore
+from pyrovae.runs.load import restore, writing_into
+
+# Bytes per drawn image besides its pixels: the montage tile and the PNG's RGBA raster (a 40 px
+# tile at the grid's 80 dpi), with matplotlib's working copies.
+BYTES_PER_TILE = 3 * 4 * 40 * 40
+
+
+def _check_memory(num: int, num_pixels: int, config, device) -> None:
+    per_image = 4 * (2 * num_pixels + sum(config.hidden) + config.latent_dim) + BYTES_PER_TILE
+    need, free = num * per_image, available_bytes(device)
+    if free is not None and need > free:
+        raise PyroVAEError(
+            f"--num {num} images need about {format_bytes(need)} to draw, more than the "
+            f"{format_bytes(free)} free; ask for fewer"
+        )
 
 
 def sample_run(
@@ -21,9 +37,11 @@ def sample_run(
     out: str | Path | None = None,
     seed: int = 0,
     device: str | None = None,
+    force: bool = False,
 ) -> Path:
     """Draw ``num`` images E[x|z], z ~ p(z) (for ``label`` with a conditional VAE) and save them
-    as a PNG grid (default: ``samples.png`` or ``samples-label-<y>.png`` in the run folder)."""
+    as a PNG grid (default: ``samples.png`` or ``samples-label-<y>.png`` in the run folder).
+    An existing file is replaced only with ``force``."""
     path = Path(run_dir)
     config = read_config(path)
     if num < 1:
@@ -36,13 +54,20 @@ def sample_run(
         raise PyroVAEError(f"--label must be between 0 and {num_classes - 1}, got {label}")
     if label is None and config.conditional:
         raise PyroVAEError("a conditional VAE generates a chosen class: pass --label Y")
-    dev = resolve_device(device or config.device)
-    state = load_checkpoint(path, dev)
-    model, _ = restore(config, state, int(meta["num_pixels"]), num_classes, dev)
-    y = None if label is None else torch.full((num,), label, dtype=torch.long, device=dev)
-    with seeded(seed):
-        images = model.generate(num, y)  # (num, D)
     name = "samples.png" if label is None else f"samples-label-{label}.png"
     target = Path(out) if out is not None else path / name
-    save_figure(image_grid(as_square(images).cpu()), target)
+    if target.is_dir():
+        raise PyroVAEError(f"--out {target} is a folder; give the PNG file's name")
+    if target.exists() and not force:
+        raise PyroVAEError(f"{target} exists; pass --force to replace it, or another --out")
+    check_writable(target.parent)
+    dev = resolve_device(device or config.device)
+    _check_memory(num, int(meta["num_pixels"]), config, dev)
+    with writing_into(path, target):
+        state = load_checkpoint(path, dev)
+        model, _ = restore(config, state, int(meta["num_pixels"]), num_classes, dev)
+        y = None if label is None else torch.full((num,), label, dtype=torch.long, device=dev)
+        with seeded(seed):
+            images = model.generate(num, y)  # (num, D)
+        save_figure(image_grid(as_square(images).cpu()), target)
     return target

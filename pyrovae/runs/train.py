@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from pyrovae.core.errors import PyroVAEError
+from pyrovae.core.files import check_writable, remove_temp_files
 from pyrovae.core.labels import labels_for
 from pyrovae.core.runtime import get_rng_state, resolve_device, seeded, set_rng_state, set_seed
 from pyrovae.data.images import ImageData
@@ -20,12 +21,16 @@ from pyrovae.inference.train import fit, make_optimizer
 from pyrovae.runs.config import TrainConfig
 from pyrovae.runs.figures import LatentSnapshots, standard_figures
 from pyrovae.runs.folder import (
+    CHECKPOINT,
     FIGURES,
+    check_new_run,
+    checkpoint_history,
     create_run,
     default_run_dir,
     load_checkpoint,
+    make_run_dir,
     read_config,
-    read_metrics,
+    run_lock,
     save_checkpoint,
     write_metrics,
 )
@@ -46,6 +51,10 @@ def _preflight(config: TrainConfig, model, guide, data: ImageData) -> None:
         raise PyroVAEError(f"the loss at initialization is {loss}; check the data and settings")
 
 
+def _optimizer(config: TrainConfig, model, guide):
+    return make_optimizer((model, guide), config.lr, config.adam_betas, config.adam_eps)
+
+
 def _train(config, path, model, guide, optimizer, data, start_epoch, history, progress, figures):
     history = list(history)
     snapshots = None
@@ -53,6 +62,9 @@ def _train(config, path, model, guide, optimizer, data, start_epoch, history, pr
         snapshots = LatentSnapshots(path, model, guide, data, start_epoch)
 
     def checkpoint(record: dict[str, Any]) -> None:
+        # the checkpoint holds the metrics too: a kill before metrics.jsonl is written loses
+        # nothing, because resume rewrites the file from the checkpoint
+        history.append(record)
         save_checkpoint(
             path,
             {
@@ -61,9 +73,9 @@ def _train(config, path, model, guide, optimizer, data, start_epoch, history, pr
                 "guide": guide.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "rng": get_rng_state(),
+                "history": history,
             },
         )
-        history.append(record)
         write_metrics(path, history)
         if snapshots is not None:
             snapshots.record(record["epoch"])
@@ -79,6 +91,8 @@ def _train(config, path, model, guide, optimizer, data, start_epoch, history, pr
         seed=config.seed,
         beta=config.beta,
         kl_warmup=config.kl_warmup,
+        lr_schedule=config.lr_schedule,
+        divergence_factor=config.divergence_factor,
         jit=not config.no_jit,
         optimizer=optimizer,
         start_epoch=start_epoch,
@@ -91,6 +105,14 @@ def _train(config, path, model, guide, optimizer, data, start_epoch, history, pr
     return history
 
 
+def _fresh_start(config: TrainConfig, data: ImageData, device):
+    """Seeded initialization (part of the run), checked by one loss evaluation, and Adam."""
+    set_seed(config.seed)
+    model, guide = build_on(config, data.num_pixels, data.num_classes, device)
+    _preflight(config, model, guide, data)
+    return model, guide, _optimizer(config, model, guide)
+
+
 def train_run(
     config: TrainConfig,
     run_dir: str | Path | None = None,
@@ -99,7 +121,9 @@ def train_run(
     progress: bool = True,
     figures: bool = True,
 ) -> tuple[Path, list[dict[str, Any]]]:
-    """Train a new run; returns its folder and per-epoch metrics. Bad input writes nothing.
+    """Train a new run; returns its folder and per-epoch metrics. Bad input writes nothing:
+    the folder is checked (new, writable) first, the data, model size and a first loss next,
+    and only then is the folder made, under its lock.
 
     With ``figures`` the run's standard figures go to ``figures/`` at the end (see
     :func:`plot_runs`) and, for a 2-D latent space, the codes of the first 2000 test images are
@@ -107,15 +131,16 @@ def train_run(
     training draws or computes.
     """
     device = resolve_device(config.device)
-    data = run_data(config, device, data_dir, download)
     path = Path(run_dir) if run_dir is not None else default_run_dir(config)
-    set_seed(config.seed)  # the weights' initialization is part of the run
-    model, guide = build_on(config, data.num_pixels, data.num_classes, device)
-    _preflight(config, model, guide, data)
-    optimizer = make_optimizer((model, guide), config.lr)
+    check_new_run(path)
+    check_writable(path)
+    data = run_data(config, device, data_dir, download)
+    model, guide, optimizer = _fresh_start(config, data, device)
     meta = {"device": str(device), "num_pixels": data.num_pixels, "num_classes": data.num_classes}
-    create_run(path, config, meta)
-    return path, _train(config, path, model, guide, optimizer, data, 0, [], progress, figures)
+    make_run_dir(path)
+    with run_lock(path):
+        create_run(path, config, meta)
+        return path, _train(config, path, model, guide, optimizer, data, 0, [], progress, figures)
 
 
 def resume_run(
@@ -128,24 +153,38 @@ def resume_run(
     figures: bool = True,
 ) -> tuple[Path, list[dict[str, Any]]]:
     """Continue a run from its checkpoint up to ``epochs`` in total (default: the run's own);
-    ``figures`` as for :func:`train_run` (latent snapshots are appended to ``latents.pt``)."""
+    ``figures`` as for :func:`train_run` (latent snapshots are appended to ``latents.pt``).
+
+    Under the folder's lock: temporary files an interrupted write left are removed, and
+    ``metrics.jsonl`` is rewritten from the checkpoint's own copy of the metrics, so the two
+    agree whenever the previous process was killed (also when there is nothing left to train).
+    A folder killed before its first checkpoint (only its config) trains from epoch 0, as the
+    same seeded run.
+    """
     path = Path(run_dir)
     config = read_config(path)
     changes = {k: v for k, v in {"epochs": epochs, "device": device}.items() if v is not None}
     config = config.replace(**changes)
     dev = resolve_device(config.device)
-    state = load_checkpoint(path, dev)
-    done = int(state["epoch"])
-    if config.epochs <= done:
-        raise PyroVAEError(
-            f"{path} has trained {done} of {config.epochs} epochs; pass --epochs N > {done}"
+    with run_lock(path):
+        remove_temp_files(path)
+        check_writable(path)
+        state = load_checkpoint(path, dev) if (path / CHECKPOINT).is_file() else None
+        done = int(state["epoch"]) if state is not None else 0
+        history = checkpoint_history(path, state) if state is not None else []
+        write_metrics(path, history)  # the checkpoint's record, whatever a kill left behind
+        if config.epochs <= done:
+            raise PyroVAEError(
+                f"{path} has trained {done} of {config.epochs} epochs; pass --epochs N > {done}"
+            )
+        data = run_data(config, dev, data_dir, download)
+        if state is None:
+            model, guide, optimizer = _fresh_start(config, data, dev)
+        else:
+            model, guide = restore(config, state, data.num_pixels, data.num_classes, dev)
+            optimizer = _optimizer(config, model, guide)
+            optimizer.load_state_dict(state["optimizer"])
+            set_rng_state(state["rng"])
+        return path, _train(
+            config, path, model, guide, optimizer, data, done, history, progress, figures
         )
-    data = run_data(config, dev, data_dir, download)
-    model, guide = restore(config, state, data.num_pixels, data.num_classes, dev)
-    optimizer = make_optimizer((model, guide), config.lr)
-    optimizer.load_state_dict(state["optimizer"])
-    set_rng_state(state["rng"])
-    history = [r for r in read_metrics(path) if r["epoch"] <= done]
-    return path, _train(
-        config, path, model, guide, optimizer, data, done, history, progress, figures
-    )
