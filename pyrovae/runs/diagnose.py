@@ -26,6 +26,7 @@ def diagnose_run(
     device: str | None = None,
     data_dir: str | None = None,
     download: bool = True,
+    allow_other_data: bool = False,
 ) -> list[dict[str, Any]]:
     """Gradient variance and SNR of each estimator × K at the run's checkpoint.
 
@@ -41,7 +42,7 @@ def diagnose_run(
     check_at_least("--batch-size", batch_size, 1)
     # every (name, K) is checked before the (slower) checkpoint and data are loaded
     grid = [(name, k, make_estimator(name, k)) for name in estimators for k in num_particles]
-    run = load_run(run_dir, device, data_dir, download)
+    run = load_run(run_dir, device, data_dir, download, allow_other_data)
     path, data, model, guide = run.path, run.data, run.model, run.guide
     xb = first_test_images(data, batch_size, "--batch-size")
     yb = data.test_y[: xb.shape[0]]

@@ -8,7 +8,7 @@ from typing import Any
 
 from pyrovae.core.errors import PyroVAEError, check_at_least
 from pyrovae.core.labels import labels_for
-from pyrovae.inference.evaluate import evaluate_elbo
+from pyrovae.inference.evaluate import bits_per_dim, evaluate_elbo
 from pyrovae.inference.marginal import active_units, log_marginal_likelihood
 from pyrovae.runs.folder import write_evaluation
 from pyrovae.runs.load import first_test_images, load_run
@@ -30,12 +30,14 @@ def evaluate_run(
     num_samples: int = LOG_PX_SAMPLES,
     test_subset: int | None = None,
     progress: bool = True,
+    allow_other_data: bool = False,
 ) -> dict[str, Any]:
     """Test figures of a run's checkpoint, also written to the run's ``evaluation.json``.
 
     ``test_elbo`` / ``test_recon`` / ``test_kl``: single-sample ELBO and its terms;
     ``log_px``: log p(x) ≈ log (1/K) Σ_k p(x, z_k)/q(z_k|x), K = ``num_samples`` (0 skips it),
     with ``log_px_stderr`` (over images), ``log_px_mc_stderr`` (Monte Carlo) and ``ess``;
+    ``test_elbo_bpd`` and ``log_px_bpd``: the same in bits per dimension, −log p / (D ln 2);
     ``active_units``: latent dimensions with Cov_x(E_q[z_j|x]) > 0.01, out of ``latent_dim``.
     ``test_subset=N`` uses the first N test images only (from one image: no stderr, no active
     units, recorded as null).
@@ -44,7 +46,7 @@ def evaluate_run(
         raise PyroVAEError(f"--num-samples must be 0 (no log p(x)) or more, got {num_samples}")
     if test_subset is not None:
         check_at_least("--test-subset", test_subset, 1)
-    run = load_run(run_dir, device, data_dir, download)
+    run = load_run(run_dir, device, data_dir, download, allow_other_data)
     path, config, data, model, guide = run.path, run.config, run.data, run.model, run.guide
     x = first_test_images(data, test_subset, "--test-subset")
     y = labels_for(model, data.test_y[: x.shape[0]])
@@ -55,11 +57,13 @@ def evaluate_run(
         "test_elbo": test["elbo"],
         "test_recon": test["recon"],
         "test_kl": test["kl"],
+        "test_elbo_bpd": bits_per_dim(test["elbo"], data.num_pixels),
     }
     if num_samples > 0:
         lml = log_marginal_likelihood(model, guide, x, num_samples, y, progress=progress)
         figures.update(
             log_px=lml["log_px"],
+            log_px_bpd=lml["bits_per_dim"],
             log_px_stderr=_finite_or_none(lml["stderr"]),
             log_px_mc_stderr=lml["mc_stderr"],
             ess=lml["ess"],

@@ -38,6 +38,7 @@ def plot_runs(
     device: str | None = None,
     data_dir: str | None = None,
     download: bool = True,
+    allow_other_data: bool = False,
 ) -> list[Path]:
     """Draw run figures as PNGs; returns the files written.
 
@@ -61,7 +62,7 @@ def plot_runs(
     if len(paths) == 1:
         path = paths[0]
         _finished_run(path)
-        run = load_run(path, device, data_dir, download)
+        run = load_run(path, device, data_dir, download, allow_other_data)
         path, data, model, guide = run.path, run.data, run.model, run.guide
         target = Path(out) if out is not None else path / FIGURES
         history = read_metrics(path)

@@ -9,7 +9,7 @@ import torch
 from pyrovae.core.errors import PyroVAEError
 from pyrovae.core.runtime import resolve_device, seeded
 from pyrovae.plots.common import save_figure
-from pyrovae.plots.grids import as_square, image_grid
+from pyrovae.plots.grids import as_images, image_grid
 from pyrovae.runs.folder import load_checkpoint, read_config, read_run_meta
 from pyrovae.runs.load import restore
 
@@ -38,11 +38,12 @@ def sample_run(
         raise PyroVAEError("a conditional VAE generates a chosen class: pass --label Y")
     dev = resolve_device(device or config.device)
     state = load_checkpoint(path, dev)
-    model, _ = restore(config, state, int(meta["num_pixels"]), num_classes, dev)
+    shape = meta.get("data", {}).get("shape")  # runs from before shapes were recorded: square
+    model, _ = restore(config, state, int(meta["num_pixels"]), num_classes, dev, shape)
     y = None if label is None else torch.full((num,), label, dtype=torch.long, device=dev)
     with seeded(seed):
         images = model.generate(num, y)  # (num, D)
     name = "samples.png" if label is None else f"samples-label-{label}.png"
     target = Path(out) if out is not None else path / name
-    save_figure(image_grid(as_square(images).cpu()), target)
+    save_figure(image_grid(as_images(images, model.image_shape).cpu()), target)
     return target

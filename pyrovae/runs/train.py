@@ -14,7 +14,7 @@ from typing import Any
 from pyrovae.core.errors import PyroVAEError
 from pyrovae.core.labels import labels_for
 from pyrovae.core.runtime import get_rng_state, resolve_device, seeded, set_rng_state, set_seed
-from pyrovae.data.images import ImageData
+from pyrovae.data.base import TrainingData
 from pyrovae.inference.estimators import make_estimator
 from pyrovae.inference.train import fit, make_optimizer
 from pyrovae.runs.config import TrainConfig
@@ -26,19 +26,22 @@ from pyrovae.runs.folder import (
     load_checkpoint,
     read_config,
     read_metrics,
+    read_run_meta,
     save_checkpoint,
     write_metrics,
 )
 from pyrovae.runs.load import build_on, restore, run_data
 
 
-def _preflight(config: TrainConfig, model, guide, data: ImageData) -> None:
+def _preflight(config: TrainConfig, model, guide, data: TrainingData) -> None:
     """One loss evaluation on a first batch, before anything is written: an incompatible pair
     (analytic-kl with a flow guide or a learned prior, …) fails here with its one-line error.
     Under its own seed, so the training run draws exactly what it would have drawn."""
-    b = min(config.batch_size, data.train_x.shape[0])
+    b = min(config.batch_size, data.num_train)
+    if config.conditional and not data.labelled:
+        raise PyroVAEError(f"{config.dataset} has no labels; drop --conditional")
     with seeded(config.seed):
-        x = data.train_epoch(config.seed, 0)[:b]
+        x = data.train_head(b, config.seed)
         y = labels_for(model, data.train_y[:b])
         args = (x,) if y is None else (x, y)
         loss = make_estimator(config.estimator, config.num_particles).loss(model, guide, *args)
@@ -110,10 +113,15 @@ def train_run(
     data = run_data(config, device, data_dir, download)
     path = Path(run_dir) if run_dir is not None else default_run_dir(config)
     set_seed(config.seed)  # the weights' initialization is part of the run
-    model, guide = build_on(config, data.num_pixels, data.num_classes, device)
+    model, guide = build_on(config, data.num_pixels, data.num_classes, device, data.shape)
     _preflight(config, model, guide, data)
     optimizer = make_optimizer((model, guide), config.lr)
-    meta = {"device": str(device), "num_pixels": data.num_pixels, "num_classes": data.num_classes}
+    meta = {
+        "device": str(device),
+        "num_pixels": data.num_pixels,
+        "num_classes": data.num_classes,
+        "data": data.describe(),
+    }
     create_run(path, config, meta)
     return path, _train(config, path, model, guide, optimizer, data, 0, [], progress, figures)
 
@@ -126,9 +134,11 @@ def resume_run(
     download: bool = True,
     progress: bool = True,
     figures: bool = True,
+    allow_other_data: bool = False,
 ) -> tuple[Path, list[dict[str, Any]]]:
     """Continue a run from its checkpoint up to ``epochs`` in total (default: the run's own);
-    ``figures`` as for :func:`train_run` (latent snapshots are appended to ``latents.pt``)."""
+    ``figures`` as for :func:`train_run` (latent snapshots are appended to ``latents.pt``).
+    Data whose content hash differs from the run's is refused unless ``allow_other_data``."""
     path = Path(run_dir)
     config = read_config(path)
     changes = {k: v for k, v in {"epochs": epochs, "device": device}.items() if v is not None}
@@ -140,8 +150,9 @@ def resume_run(
         raise PyroVAEError(
             f"{path} has trained {done} of {config.epochs} epochs; pass --epochs N > {done}"
         )
-    data = run_data(config, dev, data_dir, download)
-    model, guide = restore(config, state, data.num_pixels, data.num_classes, dev)
+    recorded = read_run_meta(path).get("data")
+    data = run_data(config, dev, data_dir, download, recorded, allow_other_data)
+    model, guide = restore(config, state, data.num_pixels, data.num_classes, dev, data.shape)
     optimizer = make_optimizer((model, guide), config.lr)
     optimizer.load_state_dict(state["optimizer"])
     set_rng_state(state["rng"])
