@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -117,7 +117,7 @@ class ImageSource(ABC):
         """Raise if any stored value is not finite, outside [0, 1], or (``levels``) off the
         grid k / levels."""
 
-    def chunks(self, size: int = CHUNK):
+    def chunks(self, size: int = CHUNK) -> Iterator[torch.Tensor]:
         """Every image in row order, ``size`` rows at a time."""
         for start in range(0, len(self), size):
             yield self.read(range(start, min(start + size, len(self))))
@@ -232,7 +232,7 @@ class ArraySource(ImageSource):
     def read(self, rows: Sequence[int]) -> torch.Tensor:
         return self._convert(self._raw(rows))
 
-    def chunks(self, size: int = CHUNK):
+    def chunks(self, size: int = CHUNK) -> Iterator[torch.Tensor]:
         for start in range(0, len(self), size):  # contiguous slices: sequential reads
             yield self._convert(self._raw(slice(start, min(start + size, len(self)))))
 

@@ -173,11 +173,8 @@ def get_likelihood(name: str, pixels: str) -> type[Likelihood]:
     if pixels not in likelihood.pixels:
         accepted = ", ".join(sorted(likelihood.pixels))
         fitting = ", ".join(sorted(n for n, c in LIKELIHOODS.items() if pixels in c.pixels))
-        hint = f"for --pixels {pixels} use one of: {fitting}"
-        if pixels == "grey" and likelihood.pixels & BINARY:
-            hint = f"binarize the data (--pixels dynamic or static), or {hint}"
-        elif likelihood.pixels == EIGHT_BIT:
-            hint = f"use --pixels 8bit with it (8-bit images), or {hint}"
+        modes = " or ".join(sorted(likelihood.pixels))
+        hint = f"use --pixels {modes} with it, or for --pixels {pixels} one of: {fitting}"
         raise PyroVAEError(
             f"likelihood {name!r} is not a valid density for --pixels {pixels} "
             f"(it accepts: {accepted}); {hint}"
