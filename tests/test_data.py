@@ -197,3 +197,32 @@ def test_download_goes_to_the_users_folder_or_the_cache(tmp_path, monkeypatch):
             read_idx_dataset("mnist", str(data_dir) if data_dir else None, download=True)
         monkeypatch.delenv("PYROVAE_DATA", raising=False)
     assert roots == [str(tmp_path / "flag"), str(tmp_path / "env"), str(files.cache_dir() / "data")]
+
+
+def test_image_data_and_make_image_data_validate_their_tensors():
+    """API users get the file readers' checks: one line naming the tensor."""
+    from pyrovae.data import ImageData, validate_images
+
+    raw = _raw(20)
+    x = raw["train_images"].flatten(1).float() / 255
+    y = raw["train_labels"]
+    bad = x.clone()
+    bad[3, 7] = float("nan")
+    cases = [
+        (lambda: ImageData(x, y, bad, y, "grey"), "test_x: 1 values are not finite"),
+        (lambda: ImageData(x * 2, y, x, y, "grey"), r"train_x: values span \[0, 2\]"),
+        (lambda: ImageData(x, y[:19], x, y, "grey"), "train_y: 20 images but 19 labels"),
+        (lambda: ImageData(x, y, x, y, "static"), r"train_x: \d+ values are not 0 or 1"),
+        (lambda: ImageData(x, y, x, y.float(), "grey"), "test_y: labels must be integers"),
+        (lambda: ImageData(x, y, x[:, :700], y, "grey"), r"test_x must be flattened images"),
+        (lambda: make_image_data({**raw, "test_images": bad}, "grey"), "test_images: 1 values"),
+    ]
+    for build, pattern in cases:
+        with pytest.raises(PyroVAEError, match=pattern) as e:
+            build()
+        assert "\n" not in str(e.value)
+    data = ImageData(x, y, x, y, "8bit")  # k/255 intensities are on the 8-bit grid
+    assert data.shape == (1, 28, 28) and data.num_pixels == 784
+    validate_images(torch.tensor([0.0, 1.0]), "ok", levels=1)
+    with pytest.raises(PyroVAEError, match="^bits: "):
+        validate_images(torch.tensor([0.0, 0.5]), "bits", levels=1)

@@ -40,9 +40,11 @@ def validate_images(images: torch.Tensor, where: str, levels: int | None = None)
         scaled = x.double() * levels
         off = (scaled - scaled.round()).abs() > GRID_TOLERANCE
         if off.any():
+            what = "0 or 1" if levels == 1 else f"on the 8-bit grid k/{levels}"
+            hint = "; use --pixels grey for continuous data" if levels == LEVELS else ""
             raise PyroVAEError(
-                f"{where}: {int(off.sum())} values are not on the 8-bit grid k/{levels} "
-                f"(e.g. {x[off].flatten()[0].item():.6f}); use --pixels grey for continuous data"
+                f"{where}: {int(off.sum())} values are not {what} "
+                f"(e.g. {x[off].flatten()[0].item():.6f}){hint}"
             )
 
 
