@@ -35,6 +35,7 @@ from pyrovae.runs import (
 )
 from pyrovae.runs.config import PRESETS, preset_config
 from pyrovae.runs.folder import DIAGNOSTICS, EVALUATION, FIGURES
+from pyrovae.runs.load import OTHER_DATA_FLAG
 
 EXIT_USAGE = 2
 
@@ -55,13 +56,13 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     for f in dataclasses.fields(TrainConfig):
         hint = hints[f.name]
         kwargs: dict[str, Any] = {"default": argparse.SUPPRESS, "dest": f.name}
+        if typing.get_origin(hint) in (typing.Union, types.UnionType):  # X | None: a flag of X
+            hint = next(a for a in typing.get_args(hint) if a is not type(None))
         args = typing.get_args(hint)
         if hint is bool:
             kwargs["action"] = "store_true"
         elif typing.get_origin(hint) is tuple:
             kwargs.update(type=args[0], nargs="+", metavar="N")
-        elif typing.get_origin(hint) in (typing.Union, types.UnionType):
-            kwargs["type"] = next(a for a in args if a is not type(None))
         else:
             kwargs["type"] = hint
         kwargs["help"] = f"{f.metadata['help']} (default: {f.default})"
@@ -69,9 +70,17 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_data_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data-dir", help="folder holding the IDX files (else $PYROVAE_DATA, …)")
+    parser.add_argument(
+        "--data-dir",
+        help="the only folder a registered dataset is looked for in (default: $PYROVAE_DATA, …)",
+    )
     parser.add_argument(
         "--no-download", action="store_true", help="never try a torchvision download"
+    )
+    parser.add_argument(
+        OTHER_DATA_FLAG,
+        action="store_true",
+        help="use data whose content hash differs from the one the run was trained on",
     )
 
 
@@ -200,7 +209,15 @@ def _train(args: argparse.Namespace) -> None:
                 "--run-dir" if args.run_dir is not None else "--preset"
             )
             raise PyroVAEError(f"--resume keeps the run's settings; drop {names}")
-        path, history = resume_run(args.resume, given.get("epochs"), given.get("device"), **common)
+        path, history = resume_run(
+            args.resume,
+            given.get("epochs"),
+            given.get("device"),
+            **common,
+            allow_other_data=args.allow_other_data,
+        )
+    elif args.allow_other_data:
+        raise PyroVAEError(f"{OTHER_DATA_FLAG} is for --resume; a new run records its data")
     else:
         preset = args.preset
         config = TrainConfig(**given) if preset is None else preset_config(preset, **given)
@@ -219,9 +236,13 @@ def _evaluate(args: argparse.Namespace) -> None:
         num_samples=args.num_samples,
         test_subset=args.test_subset,
         progress=not args.no_progress,
+        allow_other_data=args.allow_other_data,
     )
     print(f"epoch {figures['epoch']}, {figures['num_test']} test images, per image in nats:")
-    print(f"  test ELBO            {figures['test_elbo']:.3f}")
+    print(
+        f"  test ELBO            {figures['test_elbo']:.3f} "
+        f"({figures['test_elbo_bpd']:.4f} bits/dim)"
+    )
     print(f"  reconstruction term  {figures['test_recon']:.3f}")
     print(f"  KL(q(z|x) || p(z))   {figures['test_kl']:.3f}")
     if "log_px" in figures:
@@ -229,7 +250,8 @@ def _evaluate(args: argparse.Namespace) -> None:
         spread = f"± {stderr:.3f}" if stderr is not None else "± n/a"
         print(
             f"  log p(x)             {figures['log_px']:.3f} {spread} "
-            f"(K={figures['num_samples']}, MC error {figures['log_px_mc_stderr']:.3f})"
+            f"(K={figures['num_samples']}, MC error {figures['log_px_mc_stderr']:.3f}; "
+            f"{figures['log_px_bpd']:.4f} bits/dim)"
         )
         print(f"  effective samples    {figures['ess']:.1f} of {figures['num_samples']}")
     active = figures["active_units"]
@@ -239,7 +261,12 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 def _loading(args: argparse.Namespace) -> dict[str, Any]:
     """Where a command that reloads a run puts it and finds its data."""
-    return {"device": args.device, "data_dir": args.data_dir, "download": not args.no_download}
+    return {
+        "device": args.device,
+        "data_dir": args.data_dir,
+        "download": not args.no_download,
+        "allow_other_data": args.allow_other_data,
+    }
 
 
 def _diagnose(args: argparse.Namespace) -> None:

@@ -68,3 +68,27 @@ def idx_dir(tmp_path) -> Path:
     folder = tmp_path / "idx"
     write_dataset(folder)
     return folder
+
+
+def random_images(n: int, shape: tuple[int, int, int], seed: int) -> np.ndarray:
+    """``n`` uint8 images (N, C, H, W) with structure: a class-dependent gradient plus noise."""
+    rng = np.random.default_rng(seed)
+    c, h, w = shape
+    ramp = np.linspace(0, 1, h * w).reshape(1, h, w)
+    base = np.concatenate([ramp ** (k + 1) for k in range(c)])  # (C, H, W)
+    images = 0.7 * base[None] + 0.3 * rng.uniform(size=(n, c, h, w))
+    return (images * 255).round().astype(np.uint8)
+
+
+def write_pngs(folder: Path, images: np.ndarray, fmt: str = "png") -> list[Path]:
+    """Images (N, C, H, W) uint8 as files 000.png, 001.png, … (grey for C = 1, RGB for C = 3)."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, image in enumerate(images):
+        array = image[0] if image.shape[0] == 1 else image.transpose(1, 2, 0)
+        path = folder / f"{i:03d}.{fmt}"
+        Image.fromarray(array).save(path)
+        paths.append(path)
+    return paths

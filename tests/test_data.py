@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -37,10 +38,18 @@ def test_search_order_data_dir_then_env(tmp_path, monkeypatch):
     monkeypatch.setenv("PYROVAE_DATA", str(tmp_path / "env"))
     assert len(read_idx_dataset("mnist", str(tmp_path / "flag"), False)["train_images"]) == 40
     assert len(read_idx_dataset("mnist", None, False)["train_images"]) == 60
-    # a --data-dir without the files falls through to the next place
+
+
+def test_an_explicit_data_dir_is_the_only_place_looked_in(tmp_path, monkeypatch):
+    """A --data-dir without the files is an error naming it, even with the data elsewhere."""
+    write_dataset(tmp_path / "env", 60, 10)
+    monkeypatch.setenv("PYROVAE_DATA", str(tmp_path / "env"))
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert len(read_idx_dataset("mnist", str(empty), False)["train_images"]) == 60
+    with pytest.raises(PyroVAEError) as e:
+        read_idx_dataset("mnist", str(empty), False)
+    msg = str(e.value)
+    assert f"looked in {empty})" in msg and str(tmp_path / "env") not in msg and "\n" not in msg
 
 
 def test_missing_data_is_one_clear_line(tmp_path):
@@ -53,14 +62,10 @@ def test_missing_data_is_one_clear_line(tmp_path):
 def test_fashion_mnist_hint_names_debian_package(tmp_path, monkeypatch):
     from pyrovae.data import files
 
-    spec = files.DATASETS["fashion-mnist"]
-    monkeypatch.setitem(
-        files.DATASETS,
-        "fashion-mnist",
-        files.DatasetSpec(spec.torchvision_class, (), spec.system_package),
-    )
+    spec = dataclasses.replace(files.DATASETS["fashion-mnist"], system_dirs=())
+    monkeypatch.setitem(files.DATASETS, "fashion-mnist", spec)
     with pytest.raises(PyroVAEError, match="dataset-fashion-mnist"):
-        read_idx_dataset("fashion-mnist", str(tmp_path), download=False)
+        read_idx_dataset("fashion-mnist", None, download=False)
 
 
 def test_corrupt_file_is_a_clear_error(tmp_path):
@@ -163,8 +168,8 @@ DEBIAN = Path("/usr/share/datasets/fashion-mnist")
     not (DEBIAN / "train-images-idx3-ubyte.gz").exists(),
     reason="Debian's dataset-fashion-mnist is not installed",
 )
-def test_debian_fashion_mnist(tmp_path):
-    raw = read_idx_dataset("fashion-mnist", str(tmp_path), download=False)  # falls through
+def test_debian_fashion_mnist():
+    raw = read_idx_dataset("fashion-mnist", None, download=False)  # the system folder
     assert raw["train_images"].shape == (60000, 28, 28)
     assert raw["test_images"].shape == (10000, 28, 28)
     assert torch.equal(raw["test_labels"].bincount(), torch.full((10,), 1000))
@@ -177,17 +182,47 @@ def test_download_goes_to_the_users_folder_or_the_cache(tmp_path, monkeypatch):
 
     roots = []
 
-    class Offline:
-        def __init__(self, root, train, download):
-            roots.append(root)
-            raise RuntimeError("Name or service not known")
+    def offline(root, train, download):
+        roots.append(root)
+        raise RuntimeError("Name or service not known")
 
-    spec = files.DatasetSpec(Offline, (str(tmp_path / "system"),), "some-package")
+    spec = dataclasses.replace(
+        files.DATASETS["mnist"], make=offline, system_dirs=(str(tmp_path / "system"),)
+    )
     monkeypatch.setitem(files.DATASETS, "mnist", spec)
     for data_dir, env in ((tmp_path / "flag", None), (None, tmp_path / "env"), (None, None)):
         if env is not None:
             monkeypatch.setenv("PYROVAE_DATA", str(env))
-        with pytest.raises(PyroVAEError, match="download failed"):
+        with pytest.raises(PyroVAEError, match="download into .* failed: Name or service"):
             read_idx_dataset("mnist", str(data_dir) if data_dir else None, download=True)
         monkeypatch.delenv("PYROVAE_DATA", raising=False)
     assert roots == [str(tmp_path / "flag"), str(tmp_path / "env"), str(files.cache_dir() / "data")]
+
+
+def test_image_data_and_make_image_data_validate_their_tensors():
+    """API users get the file readers' checks: one line naming the tensor."""
+    from pyrovae.data import ImageData, validate_images
+
+    raw = _raw(20)
+    x = raw["train_images"].flatten(1).float() / 255
+    y = raw["train_labels"]
+    bad = x.clone()
+    bad[3, 7] = float("nan")
+    cases = [
+        (lambda: ImageData(x, y, bad, y, "grey"), "test_x: 1 values are not finite"),
+        (lambda: ImageData(x * 2, y, x, y, "grey"), r"train_x: values span \[0, 2\]"),
+        (lambda: ImageData(x, y[:19], x, y, "grey"), "train_y: 20 images but 19 labels"),
+        (lambda: ImageData(x, y, x, y, "static"), r"train_x: \d+ values are not 0 or 1"),
+        (lambda: ImageData(x, y, x, y.float(), "grey"), "test_y: labels must be integers"),
+        (lambda: ImageData(x, y, x[:, :700], y, "grey"), r"test_x must be flattened images"),
+        (lambda: make_image_data({**raw, "test_images": bad}, "grey"), "test_images: 1 values"),
+    ]
+    for build, pattern in cases:
+        with pytest.raises(PyroVAEError, match=pattern) as e:
+            build()
+        assert "\n" not in str(e.value)
+    data = ImageData(x, y, x, y, "8bit")  # k/255 intensities are on the 8-bit grid
+    assert data.shape == (1, 28, 28) and data.num_pixels == 784
+    validate_images(torch.tensor([0.0, 1.0]), "ok", levels=1)
+    with pytest.raises(PyroVAEError, match="^bits: "):
+        validate_images(torch.tensor([0.0, 0.5]), "bits", levels=1)

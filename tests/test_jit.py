@@ -11,6 +11,7 @@ from conftest import DEVICES
 from pyrovae import TrainConfig, build_model_and_guide, fit, train_run
 from pyrovae.core.runtime import seeded, set_seed
 from pyrovae.data import load_data
+from pyrovae.data.base import PIXEL_MODES
 from pyrovae.guides.families import GUIDES
 from pyrovae.inference.beta import LatentScale
 from pyrovae.inference.estimators import ESTIMATORS, make_estimator
@@ -33,10 +34,14 @@ def _parts(device="cpu", **changes):
     return model.to(device), guide.to(device)
 
 
-def _batch(n=6, grey=False, device="cpu"):
+def _batch(n=6, pixels="dynamic", device="cpu"):
+    """Pixels as the data module gives them: binarized, grey levels, or on the 8-bit grid."""
+    mode = PIXEL_MODES[pixels]
     with seeded(1):
         x = torch.rand(n, D, device=device)
-        return x if grey else torch.bernoulli(x)
+        if mode.binary:
+            return torch.bernoulli(x)
+        return x if mode.levels is None else (x * mode.levels).round() / mode.levels
 
 
 def _loss_and_grads(estimator, model, guide, x, seed):
@@ -99,10 +104,10 @@ def _one_of_each():
     "changes", list(_one_of_each()), ids=lambda c: "-".join(map(str, c.values()))
 )
 def test_every_part_gives_the_plain_loss_and_gradients(changes):
-    grey = "dynamic" not in LIKELIHOODS[changes.get("likelihood", "bernoulli")].pixels
-    pixels = "grey" if grey else "dynamic"
+    accepted = LIKELIHOODS[changes.get("likelihood", "bernoulli")].pixels
+    pixels = "dynamic" if "dynamic" in accepted else min(accepted)  # grey, or 8bit
     model, guide = _parts(pixels=pixels, **changes)
-    x = _batch(grey=grey)
+    x = _batch(pixels=pixels)
     beta = changes.get("beta", 1.0)
     plain, fast = make_estimator("elbo", 2), JitELBO(make_estimator("elbo", 2))
     with LatentScale(beta):

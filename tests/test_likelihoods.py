@@ -14,10 +14,12 @@ import torch
 
 from pyrovae.core.errors import PyroVAEError
 from pyrovae.data.images import PIXEL_MODES
+from pyrovae.inference.evaluate import bits_per_dim
 from pyrovae.models.likelihoods import (
     LIKELIHOODS,
     BernoulliLikelihood,
     ContinuousBernoulliLikelihood,
+    DiscretizedLogisticLikelihood,
     GaussianLikelihood,
     LaplaceLikelihood,
     LearnedGaussianLikelihood,
@@ -43,7 +45,8 @@ def data_for(mode: str, shape: tuple[int, ...], gen: torch.Generator) -> torch.T
         return torch.bernoulli(torch.full(shape, 0.5), generator=gen)
     x = torch.rand(shape, generator=gen)
     x.view(-1)[:2] = torch.tensor([0.0, 1.0])
-    return x
+    levels = PIXEL_MODES[mode].levels
+    return x if levels is None else (x * levels).round() / levels
 
 
 def by_hand(log_density, params, x) -> list[float]:
@@ -271,3 +274,104 @@ def test_learned_scale_is_floored(raw):
     ceiling = -0.5 * math.log(2 * math.pi * 1e-6) * D
     assert torch.isfinite(lp).all()
     assert lp.tolist() == pytest.approx([ceiling] * 2, rel=1e-5)  # float32
+
+
+# ---- the discretized logistic ---------------------------------------------------------------
+
+
+def sigmoid(v: float) -> float:
+    return math.exp(log_sigmoid(v))
+
+
+def discretized_logistic_by_hand(k: int, mu: float, s: float) -> float:
+    """P(k) for the value k ∈ {0 … 255}, in the reference's convention: x = k scaled to
+    [−1, 1], bin width 2/255, location μ' = 2μ − 1 and scale s' = 2s on that scale; the edge
+    bins take the tails (Salimans et al. 2017)."""
+    x, m, sc = 2 * k / 255 - 1, 2 * mu - 1, 2 * s
+    upper, lower = sigmoid((x + 1 / 255 - m) / sc), sigmoid((x - 1 / 255 - m) / sc)
+    if k == 0:
+        return upper
+    if k == 255:
+        return 1 - lower
+    return upper - lower
+
+
+# (μ, s) in [0, 1] units: interior, at the edges, beyond them, narrow and wide
+DL_PARAMS = [(0.5, 0.05), (0.0, 0.01), (1.0, 0.2), (-0.3, 0.1), (1.4, 0.02), (0.37, 0.003)]
+
+
+def _dl(mu: float, s: float) -> torch.distributions.Distribution:
+    """The likelihood's distribution for one value with location μ and scale s: raw ρ is set
+    so that s = 10⁻⁴ + softplus(ρ)."""
+    raw = math.log(math.expm1(s - DiscretizedLogisticLikelihood.MIN_SCALE))
+    params = torch.tensor([[mu, raw]], dtype=torch.float64)
+    return DiscretizedLogisticLikelihood(1)(params)
+
+
+@pytest.mark.parametrize(("mu", "s"), DL_PARAMS)
+def test_discretized_logistic_closed_form_and_total_mass(mu, s):
+    """log P(k) of all 256 levels against the closed form, and Σ_k P(k) = 1."""
+    p = _dl(mu, s)
+    levels = torch.arange(256, dtype=torch.float64) / 255
+    got = p.log_prob(levels[:, None, None]).squeeze(-1).squeeze(-1)  # (256,)
+    expected = [discretized_logistic_by_hand(k, mu, s) for k in range(256)]
+    for k in (0, 1, 127, 254, 255):  # edge bins and interior ones, in log space
+        if expected[k] > 1e-300:
+            assert got[k].item() == pytest.approx(math.log(expected[k]), abs=1e-9, rel=1e-9)
+    torch.testing.assert_close(
+        got.exp(), torch.tensor(expected, dtype=torch.float64), rtol=1e-9, atol=1e-12
+    )
+    assert math.fsum(got.exp().tolist()) == pytest.approx(1.0, abs=1e-12)
+
+
+def test_discretized_logistic_far_tails_stay_finite():
+    """A level 10⁴ scales from μ: P is e⁻¹⁰⁰⁰⁰-small, its log still exact (no log 0)."""
+    p = _dl(0.0, 1e-4 + 1e-12)
+    lp = p.log_prob(torch.tensor([[1.0]], dtype=torch.float64)).item()  # the top edge bin
+    # log(1 − σ(b)) = −softplus(b), b = (1 − δ − μ)/s ≈ 9980
+    b = (1 - 0.5 / 255) / (1e-4 + 1e-12)
+    assert lp == pytest.approx(-b, rel=1e-9)
+    interior = p.log_prob(torch.tensor([[0.5]], dtype=torch.float64)).item()
+    assert math.isfinite(interior) and interior < -4000
+
+
+@pytest.mark.parametrize(("mu", "s"), DL_PARAMS[:3])
+def test_discretized_logistic_mean_and_samples(mu, s):
+    """mean = Σ_k (k/255) P(k); 20 000 draws: the frequency of each level expected ≥ 20 times
+    within 5 standard errors of P(k), the rarer levels' total likewise, every draw a level."""
+    p = _dl(mu, s)
+    probs = torch.tensor(
+        [discretized_logistic_by_hand(k, mu, s) for k in range(256)], dtype=torch.float64
+    )
+    levels = torch.arange(256, dtype=torch.float64) / 255
+    assert p.mean.item() == pytest.approx(float((levels * probs).sum()), abs=1e-9)
+    torch.manual_seed(0)
+    draws = p.sample((20000,)).flatten()
+    k = (draws * 255).round()
+    assert torch.equal(k, draws * 255) and k.min() >= 0 and k.max() <= 255
+    freq = torch.bincount(k.long(), minlength=256).double() / 20000
+    common = probs * 20000 >= 20
+    groups = [(freq[common], probs[common]), (freq[~common].sum(), probs[~common].sum())]
+    for f, q in groups:
+        se = (q * (1 - q) / 20000).sqrt()
+        assert ((f - q).abs() <= 5 * se + 1e-12).all()
+
+
+def test_discretized_logistic_takes_two_params_per_value():
+    """params = cat(μ, ρ) over D values: each value has its own (μ, s)."""
+    likelihood = DiscretizedLogisticLikelihood(3)
+    mu, raw, k = [0.1, 0.5, 0.9], [0.0, -2.0, 1.0], [0, 128, 230]
+    params = torch.tensor([mu + raw], dtype=torch.float64)  # (1, 2·3)
+    x = torch.tensor([k], dtype=torch.float64) / 255
+    scales = [1e-4 + math.log1p(math.exp(r)) for r in raw]
+    expected = math.fsum(
+        math.log(discretized_logistic_by_hand(*args)) for args in zip(k, mu, scales, strict=True)
+    )
+    assert likelihood(params).log_prob(x).item() == pytest.approx(expected, abs=1e-9)
+
+
+def test_bits_per_dim():
+    """−log p / (D ln 2): log p = −D ln 2 is one bit per value; 8-bit uniform is 8 bits."""
+    assert bits_per_dim(-3072 * math.log(2), 3072) == pytest.approx(1.0, rel=1e-15)
+    assert bits_per_dim(-784 * math.log(256), 784) == pytest.approx(8.0, rel=1e-15)
+    assert bits_per_dim(10.0, 5) == pytest.approx(-10 / (5 * math.log(2)), rel=1e-15)

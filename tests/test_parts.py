@@ -12,6 +12,7 @@ from conftest import DEVICES
 
 from pyrovae import TrainConfig, build_model_and_guide, make_estimator, set_seed
 from pyrovae.cli import main
+from pyrovae.data.base import PIXEL_MODES
 from pyrovae.guides import GUIDES
 from pyrovae.inference import svi_step
 from pyrovae.inference.beta import LatentScale, beta_schedule
@@ -32,13 +33,17 @@ def _train(run, idx_dir, *args: str) -> int:
 
 
 def _pixels(likelihood: str) -> str:
-    return "dynamic" if "dynamic" in LIKELIHOODS[likelihood].pixels else "grey"
+    accepted = LIKELIHOODS[likelihood].pixels
+    return "dynamic" if "dynamic" in accepted else min(accepted)  # grey, or 8bit
 
 
 def _batch(pixels: str, n: int = 6, device: str = "cpu") -> torch.Tensor:
     set_seed(1)
     x = torch.rand(n, D, device=device)
-    return torch.bernoulli(x) if pixels != "grey" else x
+    mode = PIXEL_MODES[pixels]
+    if mode.binary:
+        return torch.bernoulli(x)
+    return x if mode.levels is None else (x * mode.levels).round() / mode.levels
 
 
 def _combinations():

@@ -319,11 +319,66 @@ def test_image_figures_on_any_device(device):
         torch.testing.assert_close(there[name], montage, atol=1e-5, rtol=1e-4, msg=name)
 
 
-def test_images_must_be_square():
+COLOUR = (3, 9, 7)  # odd sides: the conv net's sizes and the tiles' geometry both matter
+
+
+def _colour_model(seed: int = 0):
+    set_seed(seed)
+    config = TrainConfig(
+        latent_dim=2,
+        hidden=(16,),
+        net="conv",
+        pixels="8bit",
+        likelihood="discretized-logistic",
+        device="cpu",
+    )
+    return build_model_and_guide(config, 3 * 9 * 7, num_classes=1, image_shape=COLOUR)
+
+
+def _colour_tile(fig, row: int, col: int) -> torch.Tensor:
+    """Tile (row, col) of an RGB montage, read back as a flattened channel-major image."""
+    (ax,) = fig.axes
+    (image,) = ax.images
+    drawn = torch.from_numpy(np.asarray(image.get_array()))  # (H', W', 3)
+    assert drawn.dim() == 3 and drawn.shape[-1] == 3
+    c, h, w = COLOUR
+    return tile_at(drawn, row, col, h, width=w).permute(2, 0, 1).reshape(-1)
+
+
+def test_colour_figures_draw_the_decoded_rgb_images():
+    """Reconstructions, samples, manifold, traversal and interpolation of a 3×9×7 model: the
+    RGB tiles read back from the figures are the decoder's means (and the originals)."""
+    model, guide = _colour_model()
+    x = torch.rand(3, 3 * 9 * 7, generator=torch.Generator().manual_seed(2))
+    x = (x * 255).round() / 255
+    mu = guide.posterior(x).mean.detach()
+    fig = plots.reconstructions(model, guide, x)
+    assert torch.equal(_colour_tile(fig, 0, 1), x[1])
+    torch.testing.assert_close(_colour_tile(fig, 1, 2), _mean_at(model, mu)[2])
+    fig = plots.manifold(model, n=3, limit=1.0)
+    torch.testing.assert_close(_colour_tile(fig, 1, 1), _mean_at(model, torch.zeros(1, 2))[0])
+    fig = plots.traversal(model, guide, x[0], dims=[1], values=torch.tensor([0.0, 2.0]))
+    z = mu[0].clone()
+    z[1] = 2.0
+    torch.testing.assert_close(_colour_tile(fig, 0, 1), _mean_at(model, z[None])[0])
+    fig = plots.interpolation(model, guide, x[0], x[1], steps=3)
+    half = (mu[0] + mu[1]) / 2
+    torch.testing.assert_close(_colour_tile(fig, 0, 2), _mean_at(model, half[None])[0])
+    assert torch.equal(_colour_tile(fig, 0, 4), x[1])
+    with seeded(5):
+        fig = plots.prior_samples(model, 4, cols=2)
+    with seeded(5):
+        expected = model.generate(4)
+    torch.testing.assert_close(_colour_tile(fig, 1, 0), expected[2])
+    # a tile is as high as the image is: 9 rows per 7 columns
+    assert fig.get_size_inches()[1] == pytest.approx(2 * 0.5 * 9 / 7)
+
+
+def test_images_must_have_the_models_shape():
     with pytest.raises(PyroVAEError, match="not square"):
         as_square(torch.zeros(2, 783))
     model, guide = _model(latent_dim=2)
-    with pytest.raises(PyroVAEError, match="not square"):
+    with pytest.raises(PyroVAEError, match=r"flattened \(N, 784\) for shape \(1, 28, 28\)"):
         plots.interpolation(model, guide, torch.zeros(10), torch.zeros(10))
 
 

@@ -10,12 +10,13 @@ import torch
 from pyro import poutine
 from torch import nn
 
-from pyrovae.core.errors import PyroVAEError
+from pyrovae.core.errors import PyroVAEError, ShapeError
 from pyrovae.core.runtime import set_seed
 from pyrovae.guides import families
 from pyrovae.guides.guide import AmortizedGuide
 from pyrovae.models.prior import PRIORS, MixturePrior, StandardNormalPrior, VampPrior
 from pyrovae.nets import MLP, NETS, ConvDecoder, ConvEncoder
+from pyrovae.nets.conv import conv_sides
 
 D = 784  # pixels
 LATENT = 3
@@ -307,3 +308,57 @@ def test_conv_nets_refuse_non_28x28_sizes(build):
     with pytest.raises(PyroVAEError) as info:
         build()
     assert "\n" not in str(info.value)
+
+
+ODD_SHAPES = [(3, 21, 17), (1, 5, 7), (3, 32, 32), (1, 28, 28)]
+
+
+@pytest.mark.parametrize("shape", ODD_SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_conv_sizes_are_computed_for_any_shape(shape):
+    """⌊s/2⌋ per convolution (21 → 10 → 5, 17 → 8 → 4); the decoder's output padding brings
+    odd sides back, so it makes exactly (P·C, H, W) for P = 2 parameters per value."""
+    c, h, w = shape
+    d = c * h * w
+    assert conv_sides(21) == [21, 10, 5] and conv_sides(17) == [17, 8, 4]
+    torch.manual_seed(0)
+    enc = ConvEncoder(d + 3, (16,), 6, "relu", image_shape=shape)
+    dec = ConvDecoder(LATENT, (16,), 2 * d, "relu", image_shape=shape)
+    assert enc.head[0].in_features == 64 * conv_sides(h)[-1] * conv_sides(w)[-1] + 3
+    assert enc(torch.rand(2, 4, d + 3)).shape == (2, 4, 6)
+    z = torch.randn(4, LATENT)
+    h2 = dec.head(z).reshape(4, *dec.feature_shape)
+    full = dec.deconv(h2)
+    assert full.shape == (4, 2 * c, h, w)  # not one pixel short on an odd side
+    assert torch.equal(dec(z), full.reshape(4, 2 * d))
+
+
+def test_conv_decoder_layout_on_an_odd_colour_shape():
+    """A single unit at (row 1, col 0) of the 64×h×w map, single-tap kernels at (1, 1): it lands
+    at output (4, 0) of parameter channel k = p·C + c, i.e. entry p·D + c·H·W + W·4 + 0."""
+    shape = (3, 9, 7)
+    d = 3 * 9 * 7
+    dec = ConvDecoder(LATENT, (), 2 * d, "relu", image_shape=shape)
+    _, fh, fw = dec.feature_shape
+    assert (fh, fw) == (2, 1)
+    with torch.no_grad():
+        for p in dec.parameters():
+            p.zero_()
+        dec.head[0][0].bias[0 * fh * fw + 1 * fw + 0] = 1.0  # channel 0, row 1, col 0
+        dec.deconv[0].weight[0, 0, 1, 1] = 1.0
+        dec.deconv[2].weight[0, 4, 1, 1] = 5.0  # output channel 4 = parameter 1, colour 1
+    out = dec(torch.randn(1, LATENT))[0]
+    expected = torch.zeros(2 * d)
+    expected[1 * d + 1 * 63 + 7 * 4 + 0] = 5.0
+    assert torch.equal(out, expected)
+
+
+@pytest.mark.parametrize("shape", [(3, 3, 8), (1, 1, 50)])
+def test_conv_nets_refuse_images_too_small(shape):
+    d = shape[0] * shape[1] * shape[2]
+    for build in (
+        lambda: ConvEncoder(d, (8,), 4, image_shape=shape),
+        lambda: ConvDecoder(4, (8,), d, image_shape=shape),
+    ):
+        with pytest.raises(ShapeError, match="at least 4×4 pixels") as info:
+            build()
+        assert "\n" not in str(info.value) and "--net mlp" in str(info.value)

@@ -8,6 +8,10 @@ class PyroVAEError(Exception):
     """
 
 
+class ShapeError(PyroVAEError):
+    """The data's shape (C, H, W) is one a part (a network, a likelihood) cannot take."""
+
+
 class TrainingDiverged(PyroVAEError):
     """The loss became NaN or infinite; the last good checkpoint is left as it was."""
 

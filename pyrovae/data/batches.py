@@ -13,6 +13,12 @@ def num_batches(n: int, batch_size: int) -> int:
     return -(-n // batch_size)
 
 
+def epoch_permutation(n: int, generator: torch.Generator) -> torch.Tensor:
+    """The order an epoch visits n rows in, on the generator's device: the same for the
+    device-resident and the streamed path."""
+    return torch.randperm(n, generator=generator, device=generator.device)
+
+
 def shuffled_batches(data: Batch, batch_size: int, generator: torch.Generator) -> Iterator[Batch]:
     """Every row exactly once, in a random order, ``batch_size`` rows at a time.
 
@@ -21,7 +27,7 @@ def shuffled_batches(data: Batch, batch_size: int, generator: torch.Generator) -
     """
     tensors = data if isinstance(data, tuple) else (data,)
     n = tensors[0].shape[0]
-    perm = torch.randperm(n, generator=generator, device=tensors[0].device)
+    perm = epoch_permutation(n, generator)
     shuffled = [t[perm] for t in tensors]
     for start in range(0, n, batch_size):
         batch = tuple(t[start : start + batch_size] for t in shuffled)  # (≤batch_size, …)

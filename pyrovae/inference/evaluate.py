@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from pyro import poutine
 
 from pyrovae.core.runtime import seeded
 
 EVAL_SEED = 1234
+
+
+def bits_per_dim(log_p: float, num_dims: int) -> float:
+    """−log p(x) / (D ln 2): a per-datapoint log-likelihood (or bound) in nats as bits per
+    value, D = C·H·W. A code length when p is a probability (binary or 8-bit pixels)."""
+    return -log_p / (num_dims * math.log(2))
 
 
 def batch_args(x: torch.Tensor, y: torch.Tensor | None, start: int, size: int) -> tuple:

@@ -9,7 +9,7 @@ from pyro import poutine
 from tqdm import tqdm  # text bars: tqdm.auto warns in a notebook without ipywidgets
 
 from pyrovae.core.runtime import seeded
-from pyrovae.inference.evaluate import batch_args
+from pyrovae.inference.evaluate import batch_args, bits_per_dim
 from pyrovae.inference.particles import draw_particles
 
 EVAL_SEED = 4321
@@ -34,7 +34,8 @@ def log_marginal_likelihood(
     With K samples this is also the IWAE bound L_K's estimate. Labels ``y`` go to a
     conditional model and guide (then it estimates log p(x|y)).
 
-    Returns ``log_px`` (mean over datapoints), ``stderr`` (its standard error over datapoints),
+    Returns ``log_px`` (mean over datapoints), ``bits_per_dim`` (−log_px / (D ln 2), D the
+    values per datapoint), ``stderr`` (its standard error over datapoints),
     ``mc_stderr`` (the Monte-Carlo error of the estimate itself, by the delta method:
     Var[log p̂(x_i)] ≈ 1/ESS_i − 1/K with ESS = (Σw)²/Σw²), ``ess`` (mean effective sample size)
     and ``per_datapoint`` (B,).
@@ -65,6 +66,7 @@ def log_marginal_likelihood(
     bar.close()
     return {
         "log_px": log_px.mean().item(),
+        "bits_per_dim": bits_per_dim(log_px.mean().item(), x.shape[-1]),
         "stderr": (log_px.std() / math.sqrt(n)).item() if n > 1 else float("nan"),
         "mc_stderr": (mc_var.sum().sqrt() / n).item(),
         "ess": ess.mean().item(),

@@ -15,8 +15,8 @@ from tqdm import tqdm  # text bars: tqdm.auto warns in a notebook without ipywid
 from pyrovae.core.errors import PyroVAEError, TrainingDiverged
 from pyrovae.core.registry import lookup
 from pyrovae.core.runtime import set_seed
-from pyrovae.data.batches import epoch_generator, num_batches, shuffled_batches
-from pyrovae.data.images import ImageData, epoch_seed
+from pyrovae.data.base import TrainingData
+from pyrovae.data.batches import num_batches
 from pyrovae.inference.beta import LatentScale, beta_schedule
 from pyrovae.inference.divergence import DIVERGENCE_FACTOR, DivergenceGuard
 from pyrovae.inference.estimators import make_estimator
@@ -92,7 +92,7 @@ FUSED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 def fit(
     model,
     guide,
-    data: ImageData,
+    data: TrainingData,
     estimator: ELBO | str = "elbo",
     *,
     epochs: int,
@@ -110,7 +110,8 @@ def fit(
     progress: bool = True,
     on_epoch_end: EpochCallback | None = None,
 ) -> list[dict[str, Any]]:
-    """Train ``model``/``guide`` on ``data.train_x`` for epochs ``start_epoch+1 … epochs``.
+    """Train ``model``/``guide`` on ``data``'s training images for epochs ``start_epoch+1 …
+    epochs`` (device-resident or streamed: the same batches either way).
 
     ``estimator`` is a registry name (built with ``num_particles``) or any object with Pyro's
     ELBO contract. With ``start_epoch == 0`` the global RNGs are seeded with ``seed``; when
@@ -143,8 +144,7 @@ def fit(
         optimizer = make_optimizer((model, guide), lr)
     if start_epoch == 0:
         set_seed(seed)
-    n = data.train_x.shape[0]
-    device = data.train_x.device
+    n = data.num_train
     conditional = getattr(model, "num_classes", 0) > 0
     test_y = data.test_y if conditional else None
     steps_per_epoch = num_batches(n, batch_size)
@@ -156,9 +156,7 @@ def fit(
     guard = DivergenceGuard(divergence_factor)
     history = []
     for epoch in range(start_epoch + 1, epochs + 1):
-        x_epoch = data.train_epoch(seed, epoch)
-        batches = (x_epoch, data.train_y) if conditional else x_epoch
-        shuffle = epoch_generator(device, epoch_seed(seed, epoch) + 1)
+        batches = data.train_batches(seed, epoch, batch_size, labels=conditional)
         bar = tqdm(
             total=num_batches(n, batch_size),
             desc=f"epoch {epoch}/{epochs}",
@@ -171,7 +169,7 @@ def fit(
         model.train()
         guide.train()
         start = time.perf_counter()
-        for step, batch in enumerate(shuffled_batches(batches, batch_size, shuffle)):
+        for step, batch in enumerate(batches):
             args = batch if conditional else (batch,)
             weight = beta_at((epoch - 1) * steps_per_epoch + step)
             if scheduled:

@@ -16,17 +16,25 @@ class VAE(LocalPyroModule):
 
     Composed of its parts: ``prior()`` gives p(z), ``decoder(z)`` the likelihood's parameters and
     ``likelihood(params)`` p_θ(x|z). With ``num_classes`` > 0 it is a conditional VAE: the
-    decoder sees [z, onehot(y)], i.e. p_θ(x|z, y), and the prior stays p(z).
+    decoder sees [z, onehot(y)], i.e. p_θ(x|z, y), and the prior stays p(z). ``image_shape``
+    (C, H, W) says how a flattened x (D = C·H·W, channel-major) is an image, for figures
+    (None: square grey images, D = side²).
     """
 
     def __init__(
-        self, prior: nn.Module, decoder: nn.Module, likelihood: nn.Module, num_classes: int = 0
+        self,
+        prior: nn.Module,
+        decoder: nn.Module,
+        likelihood: nn.Module,
+        num_classes: int = 0,
+        image_shape: tuple[int, int, int] | None = None,
     ) -> None:
         super().__init__()
         self.prior = prior
         self.decoder = decoder
         self.likelihood = likelihood
         self.num_classes = num_classes
+        self.image_shape = None if image_shape is None else tuple(image_shape)
 
     def _decode(self, z: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         if self.num_classes:

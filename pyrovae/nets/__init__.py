@@ -1,8 +1,9 @@
-"""Networks shared by encoders and decoders: an MLP and a small conv net for 28×28 images.
+"""Networks shared by encoders and decoders: an MLP and a small conv net for images (C, H, W).
 
-Every network has the constructor ``(in_dim, hidden, out_dim, activation)`` and maps
-(..., in_dim) to (..., out_dim); leading dims (particles, batch) pass through. ``NETS`` pairs
-each kind's encoder and decoder class.
+Every network has the constructor ``(in_dim, hidden, out_dim, activation, *, image_shape)`` and
+maps (..., in_dim) to (..., out_dim); leading dims (particles, batch) pass through. The MLP reads
+flattened images and ignores ``image_shape``; the conv net is built for it. ``NETS`` pairs each
+kind's encoder and decoder class.
 """
 
 from torch import nn

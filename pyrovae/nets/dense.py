@@ -32,10 +32,17 @@ def mlp(sizes: Sequence[int], activation: str = "relu") -> nn.Sequential:
 
 
 class MLP(nn.Module):
-    """``in_dim → hidden… → out_dim``; leading dims (particles, batch) pass through."""
+    """``in_dim → hidden… → out_dim``; leading dims (particles, batch) pass through. Images come
+    flattened, so their ``image_shape`` (C, H, W) is accepted and not needed."""
 
     def __init__(
-        self, in_dim: int, hidden: Sequence[int], out_dim: int, activation: str = "relu"
+        self,
+        in_dim: int,
+        hidden: Sequence[int],
+        out_dim: int,
+        activation: str = "relu",
+        *,
+        image_shape: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         self.net = mlp([in_dim, *hidden, out_dim], activation)

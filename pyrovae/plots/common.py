@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -11,7 +12,7 @@ import torch
 
 from pyrovae.core.errors import PyroVAEError
 from pyrovae.core.files import atomic_write
-from pyrovae.plots.grids import as_square
+from pyrovae.plots.grids import as_images
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -82,12 +83,28 @@ def label_tensor(y: torch.Tensor | int | None, n: int, device: torch.device) -> 
     return y
 
 
-def as_rows(x: torch.Tensor) -> torch.Tensor:
-    """One image (D,) or a batch (N, D) as a batch, checked to be square images (D = side²)
-    before any network sees it."""
+def as_rows(x: torch.Tensor, shape: tuple[int, int, int] | None = None) -> torch.Tensor:
+    """One image (D,) or a batch (N, D) as a batch; with ``shape`` (C, H, W) checked to be
+    such images (D = C·H·W) before any network sees it."""
     x = x.unsqueeze(0) if x.dim() == 1 else x
-    as_square(x)
+    if shape is not None:
+        as_images(x, shape)
     return x
+
+
+def image_shape(model) -> tuple[int, int, int]:
+    """The (C, H, W) a model's x is (its ``image_shape``; square grey without one)."""
+    shape = getattr(model, "image_shape", None)
+    if shape is not None:
+        return tuple(shape)
+    d = model.likelihood.num_pixels
+    side = math.isqrt(d)
+    if side * side != d:
+        raise PyroVAEError(
+            f"this model's {d} values per image are not a square image and it has no "
+            "image_shape; build it with image_shape=(C, H, W)"
+        )
+    return (1, side, side)
 
 
 def decode(model, z: torch.Tensor, y: torch.Tensor | int | None = None) -> torch.Tensor:

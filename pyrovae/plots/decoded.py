@@ -10,8 +10,15 @@ import torch
 
 from pyrovae.core.errors import PyroVAEError
 from pyrovae.core.runtime import seeded
-from pyrovae.plots.common import as_rows, decode, evaluating, label_tensor, latent_dim
-from pyrovae.plots.grids import as_square, image_grid
+from pyrovae.plots.common import (
+    as_rows,
+    decode,
+    evaluating,
+    image_shape,
+    label_tensor,
+    latent_dim,
+)
+from pyrovae.plots.grids import as_images, image_grid
 from pyrovae.plots.latents import latent_codes
 
 if TYPE_CHECKING:
@@ -25,9 +32,10 @@ def reconstructions(model, guide, x: torch.Tensor, y: torch.Tensor | int | None 
 
     ``y``: (N,) labels (or one label for all) for a conditional model.
     """
-    x = as_rows(x)
+    shape = image_shape(model)
+    x = as_rows(x, shape)
     recon = decode(model, latent_codes(guide, x, y), y)  # (N, D)
-    images = torch.cat([as_square(x), as_square(recon)])
+    images = torch.cat([as_images(x, shape), as_images(recon, shape)])
     return image_grid(images, x.shape[0], row_labels=["original", "reconstruction"])
 
 
@@ -44,7 +52,7 @@ def prior_samples(
     device = next(model.parameters()).device
     with evaluating(model):
         images = model.generate(num, label_tensor(y, num, device))  # (num, D)
-    return image_grid(as_square(images), cols, row_labels=row_labels)
+    return image_grid(as_images(images, image_shape(model)), cols, row_labels=row_labels)
 
 
 def manifold(model, n: int = 20, limit: float = 3.0, y: torch.Tensor | int | None = None) -> Figure:
@@ -59,7 +67,7 @@ def manifold(model, n: int = 20, limit: float = 3.0, y: torch.Tensor | int | Non
     values = torch.linspace(-limit, limit, n, device=device)
     z2, z1 = torch.meshgrid(values.flip(0), values, indexing="ij")  # top row: z₂ = +limit
     z = torch.stack([z1.reshape(-1), z2.reshape(-1)], dim=1)  # (n², 2), row-major
-    images = as_square(decode(model, z, y))
+    images = as_images(decode(model, z, y), image_shape(model))
     ends = {0, n - 1} | ({n // 2} if n % 2 else set())  # the ends, and 0 when it is on the grid
     ticks = [f"{v:.1f}" if i in ends else "" for i, v in enumerate(values.tolist())]
     return image_grid(
@@ -85,13 +93,14 @@ def interpolation(
     decoder both)."""
     if steps < 2:
         raise PyroVAEError(f"an interpolation needs at least 2 steps, got {steps}")
-    x = torch.cat([as_rows(x_a), as_rows(x_b)])  # (2, D)
+    shape = image_shape(model)
+    x = torch.cat([as_rows(x_a, shape), as_rows(x_b, shape)])  # (2, D)
     mu = latent_codes(guide, x, y)  # (2, d)
     t = torch.linspace(0, 1, steps, device=mu.device).unsqueeze(1)  # (T, 1)
     path = (1 - t) * mu[0] + t * mu[1]  # (T, d)
     images = torch.cat([x[:1], decode(model, path, y), x[1:]])
     labels = ["x_a", *(f"{v:.2f}" for v in t.squeeze(1).tolist()), "x_b"]
-    return image_grid(images, steps + 2, col_labels=labels)
+    return image_grid(as_images(images, shape), steps + 2, col_labels=labels)
 
 
 def traversal(
@@ -109,7 +118,8 @@ def traversal(
     (largest Var_x E_q[z_j|x] over the test images). ``x`` is one image (D,) or (1, D); ``y``
     its label for a conditional model.
     """
-    x = as_rows(x)[:1]
+    shape = image_shape(model)
+    x = as_rows(x, shape)[:1]
     code = latent_codes(guide, x, y)[0]  # (d,)
     d = code.shape[0]
     dims = list(range(min(d, TRAVERSAL_DIMS))) if dims is None else list(dims)
@@ -124,7 +134,7 @@ def traversal(
         z[row, :, j] = values
     images = decode(model, z.reshape(-1, d), y)  # (J·V, D)
     return image_grid(
-        as_square(images),
+        as_images(images, shape),
         v,
         row_labels=[f"z{j}" for j in dims],
         col_labels=[f"{u:.1f}" for u in values.tolist()],
@@ -149,19 +159,20 @@ def perturbation(
     """
     if not runs:
         raise PyroVAEError("perturbation needs at least one (model, guide) run")
-    x = as_rows(x)
+    shape = image_shape(next(iter(runs.values()))[0])
+    x = as_rows(x, shape)
     codes = {name: latent_codes(guide, x, y) for name, (_, guide) in runs.items()}
     dims = {c.shape[1] for c in codes.values()}
     if len(dims) != 1:
         raise PyroVAEError(f"perturbation needs runs with one latent size, got {sorted(dims)}")
     with seeded(seed):
         eps = torch.randn(x.shape[0], dims.pop())  # on the CPU: the same ε on every device
-    rows, labels = [as_square(x)], ["original"]
+    rows, labels = [as_images(x, shape)], ["original"]
     for name, (model, _) in runs.items():
         mu = codes[name]
-        rows.append(as_square(decode(model, mu, y)))
+        rows.append(as_images(decode(model, mu, y), shape))
         labels.append(f"{name}: E[x|μ]")
         for s in scales:
-            rows.append(as_square(decode(model, mu + s * eps.to(mu), y)))
+            rows.append(as_images(decode(model, mu + s * eps.to(mu), y), shape))
             labels.append(f"{name}: μ + {s:g}ε")
     return image_grid(torch.cat(rows), x.shape[0], row_labels=labels)

@@ -1,4 +1,4 @@
-"""Image grids: flattened images as squares, tiled into one montage, drawn on one Axes.
+"""Image grids: flattened images as images (grey or RGB), tiled into one montage, drawn on one Axes.
 
 The bottom of the plots package: it imports nothing from the rest of it.
 
@@ -25,6 +25,23 @@ GRID_FILL = 1.0  # the padding's grey level: white
 TILE_INCHES = 0.5
 
 
+def as_images(x: torch.Tensor, shape: Sequence[int] | None) -> torch.Tensor:
+    """(N, D) flattened images of ``shape`` (C, H, W) ↦ (N, H, W) grey or (N, 3, H, W) RGB;
+    ``shape`` None: square grey images (:func:`as_square`)."""
+    if shape is None:
+        return as_square(x)
+    c, h, w = shape
+    if x.dim() != 2 or x.shape[1] != c * h * w:
+        raise PyroVAEError(
+            f"images must be flattened (N, {c * h * w}) for shape {tuple(shape)}; got "
+            f"{tuple(x.shape)}"
+        )
+    if c not in (1, 3):
+        raise PyroVAEError(f"figures draw grey or RGB images, not {c} channels")
+    images = x.reshape(x.shape[0], c, h, w)
+    return images[:, 0] if c == 1 else images
+
+
 def as_square(x: torch.Tensor) -> torch.Tensor:
     """(N, D) flattened images ↦ (N, s, s) with s = √D; D must be a perfect square."""
     if x.dim() != 2:
@@ -38,25 +55,29 @@ def as_square(x: torch.Tensor) -> torch.Tensor:
 
 
 def tile_images(images: torch.Tensor, cols: int, pad: int = GRID_PAD) -> torch.Tensor:
-    """(N, H, W) ↦ one (R(H+pad)+pad, C(W+pad)+pad) montage, row-major, R = ⌈N/C⌉.
+    """(N, H, W) ↦ one (R(H+pad)+pad, K(W+pad)+pad) montage, row-major, R = ⌈N/K⌉, K = cols;
+    (N, C, H, W) ↦ (C, R(H+pad)+pad, K(W+pad)+pad).
 
     Tiles are copied unchanged (no clamping), so a tile read back from the montage equals its
     image exactly; empty cells and padding are ``GRID_FILL``.
     """
-    n, h, w = images.shape
+    n, h, w = images.shape[0], images.shape[-2], images.shape[-1]
     rows = math.ceil(n / cols)
-    out = images.new_full((rows * (h + pad) + pad, cols * (w + pad) + pad), GRID_FILL)
+    lead = images.shape[1:-2]  # () grey, (C,) colour
+    out = images.new_full((*lead, rows * (h + pad) + pad, cols * (w + pad) + pad), GRID_FILL)
     for i in range(n):
         r, c = divmod(i, cols)
         top, left = pad + r * (h + pad), pad + c * (w + pad)
-        out[top : top + h, left : left + w] = images[i]
+        out[..., top : top + h, left : left + w] = images[i]
     return out
 
 
-def tile_at(montage, row: int, col: int, side: int, pad: int = GRID_PAD):
-    """The (side, side) tile at (row, col) of a montage from :func:`tile_images`."""
-    top, left = pad + row * (side + pad), pad + col * (side + pad)
-    return montage[top : top + side, left : left + side]
+def tile_at(montage, row: int, col: int, side: int, pad: int = GRID_PAD, width: int | None = None):
+    """The (side, width) tile at (row, col) of a drawn montage, (H, W) grey or (H, W, 3) RGB
+    (``width`` defaults to ``side``: square tiles)."""
+    width = side if width is None else width
+    top, left = pad + row * (side + pad), pad + col * (width + pad)
+    return montage[top : top + side, left : left + width]
 
 
 def draw_grid(
@@ -66,11 +87,15 @@ def draw_grid(
     row_labels: Sequence[str] | None = None,
     col_labels: Sequence[str] | None = None,
 ) -> None:
-    """Draw (N, H, W) images in [0, 1] on ``ax`` as one grey-level montage, ``cols`` per row;
-    optional labels at the rows' and columns' centres (as tick labels)."""
-    n, h, w = images.shape
+    """Draw (N, H, W) grey or (N, 3, H, W) RGB images in [0, 1] on ``ax`` as one montage,
+    ``cols`` per row; optional labels at the rows' and columns' centres (as tick labels).
+    RGB values are clipped to [0, 1] (grey ones are, by the colour map's limits)."""
+    n, h, w = images.shape[0], images.shape[-2], images.shape[-1]
     montage = tile_images(images.detach().float().cpu(), cols)
-    ax.imshow(montage.numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    if montage.dim() == 3:  # (3, H', W') ↦ (H', W', 3), as imshow takes colour
+        ax.imshow(montage.permute(1, 2, 0).clamp(0, 1).numpy(), interpolation="nearest")
+    else:
+        ax.imshow(montage.numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     for spine in ax.spines.values():
         spine.set_visible(False)
     rows = math.ceil(n / cols)
@@ -90,8 +115,9 @@ def image_grid(
     title: str | None = None,
     tile_inches: float = TILE_INCHES,
 ) -> Figure:
-    """A figure of (N, H, W) images in [0, 1] (or flattened (N, D), D = side²), ``cols`` per
-    row (default ⌈√N⌉), each tile ``tile_inches`` wide, with optional row / column labels."""
+    """A figure of (N, H, W) grey or (N, 3, H, W) RGB images in [0, 1] (or flattened (N, D),
+    D = side²), ``cols`` per row (default ⌈√N⌉), each tile ``tile_inches`` wide (and as high
+    as the images' aspect says), with optional row / column labels."""
     from matplotlib.figure import Figure
 
     if images.dim() == 2:
@@ -103,7 +129,8 @@ def image_grid(
     left = 0.15 + 0.065 * max(map(len, row_labels)) if row_labels else 0.0
     bottom = 0.25 if col_labels else 0.0
     top = 0.3 if title else 0.0
-    width, height = cols * tile_inches + left, rows * tile_inches + bottom + top
+    aspect = images.shape[-2] / images.shape[-1]  # H / W of one tile
+    width, height = cols * tile_inches + left, rows * tile_inches * aspect + bottom + top
     fig = Figure(figsize=(width, height))
     box = (left / width, bottom / height, 1 - left / width, 1 - (bottom + top) / height)
     ax = fig.add_axes(box)

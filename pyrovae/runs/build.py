@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from pyrovae.core.errors import PyroVAEError
 from pyrovae.core.memory import available_bytes, format_bytes
 from pyrovae.core.registry import lookup
 from pyrovae.core.runtime import get_rng_state, set_rng_state
+from pyrovae.data.base import square_shape
 from pyrovae.guides.families import GUIDES
 from pyrovae.guides.guide import AmortizedGuide
 from pyrovae.models.likelihoods import get_likelihood
@@ -18,29 +21,39 @@ from pyrovae.runs.config import TrainConfig
 
 
 def build_model_and_guide(
-    config: TrainConfig, num_pixels: int, num_classes: int = 10
+    config: TrainConfig,
+    num_pixels: int,
+    num_classes: int = 10,
+    image_shape: Sequence[int] | None = None,
 ) -> tuple[VAE, AmortizedGuide]:
     """p(z) p_θ(x|z) and q_φ(z|x) for ``num_pixels``-dimensional data, as ``config`` describes.
+
+    ``image_shape`` (C, H, W), C·H·W = ``num_pixels`` (default (1, s, s) for D = s²), is what
+    the networks are built for (the conv net needs it; the MLP flattens) and figures draw.
 
     With ``config.conditional`` the encoder sees [x, onehot(y)] and the decoder [z, onehot(y)]
     for ``num_classes`` labels; the prior stays p(z).
     """
+    shape = tuple(image_shape) if image_shape is not None else square_shape(num_pixels)
     likelihood = get_likelihood(config.likelihood, config.pixels)(num_pixels)
     family = lookup(GUIDES, config.guide, "guide")(config.latent_dim)
     encoder_cls, decoder_cls = lookup(NETS, config.net, "network")
     labels = num_classes if config.conditional else 0
-    encoder = encoder_cls(num_pixels + labels, config.hidden, family.num_params, config.activation)
+    encoder = encoder_cls(
+        num_pixels + labels, config.hidden, family.num_params, config.activation, image_shape=shape
+    )
     decoder = decoder_cls(
         config.latent_dim + labels,
         config.hidden[::-1],
         num_pixels * likelihood.params_per_pixel,
         config.activation,
+        image_shape=shape,
     )
     guide = AmortizedGuide(encoder, family, num_classes=labels)
     prior = lookup(PRIORS, config.prior, "prior")(
         config.latent_dim, guide=guide, num_pixels=num_pixels
     )
-    return VAE(prior, decoder, likelihood, num_classes=labels), guide
+    return VAE(prior, decoder, likelihood, num_classes=labels, image_shape=shape), guide
 
 
 # Bytes per parameter while training: the float32 value, its gradient and Adam's two moments.
@@ -49,7 +62,12 @@ BYTES_PER_PARAMETER = 16
 BYTES_PER_ACTIVATION = 12
 
 
-def estimate_memory(config: TrainConfig, num_pixels: int, num_classes: int = 10) -> int:
+def estimate_memory(
+    config: TrainConfig,
+    num_pixels: int,
+    num_classes: int = 10,
+    image_shape: Sequence[int] | None = None,
+) -> int:
     """Bytes one training step needs, roughly: parameters (with gradients and Adam's state)
     plus the activations of a batch of K particles through encoder and decoder.
 
@@ -62,10 +80,10 @@ def estimate_memory(config: TrainConfig, num_pixels: int, num_classes: int = 10)
     try:
         with torch.device("meta"):
             try:
-                model, guide = build_model_and_guide(config, num_pixels, num_classes)
+                model, guide = build_model_and_guide(config, num_pixels, num_classes, image_shape)
             except RuntimeError:
                 model, guide = build_model_and_guide(
-                    config.replace(guide="normal"), num_pixels, num_classes
+                    config.replace(guide="normal"), num_pixels, num_classes, image_shape
                 )
     finally:
         set_rng_state(state)
@@ -77,10 +95,15 @@ def estimate_memory(config: TrainConfig, num_pixels: int, num_classes: int = 10)
 
 
 def check_fits(
-    config: TrainConfig, num_pixels: int, num_classes: int, device: torch.device
+    config: TrainConfig,
+    num_pixels: int,
+    num_classes: int,
+    device: torch.device,
+    image_shape: Sequence[int] | None = None,
 ) -> None:
     """A one-line error when :func:`estimate_memory` exceeds the device's free memory."""
-    need, free = estimate_memory(config, num_pixels, num_classes), available_bytes(device)
+    need = estimate_memory(config, num_pixels, num_classes, image_shape)
+    free = available_bytes(device)
     if free is not None and need > free:
         raise PyroVAEError(
             f"this model needs about {format_bytes(need)} to train (--hidden "

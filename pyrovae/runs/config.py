@@ -11,8 +11,10 @@ from typing import Any
 
 from pyrovae.core.errors import PyroVAEError
 from pyrovae.core.registry import lookup
+from pyrovae.data.base import PIXEL_MODES
 from pyrovae.data.files import DATASETS
-from pyrovae.data.images import PIXEL_MODES
+from pyrovae.data.inputs import resolve_dataset
+from pyrovae.data.sources import ImageOptions
 from pyrovae.guides.families import GUIDES
 from pyrovae.inference.divergence import DIVERGENCE_FACTOR
 from pyrovae.inference.estimators import ESTIMATORS, make_estimator
@@ -30,15 +32,31 @@ def _opt(default: Any, help: str) -> Any:
 class TrainConfig:
     """Everything that defines a training run; recorded in the run folder's ``config.json``."""
 
-    dataset: str = _opt("fashion-mnist", f"dataset: {', '.join(DATASETS)}")
-    pixels: str = _opt("dynamic", "pixel mode: dynamic, static (binarized once) or grey")
+    dataset: str = _opt(
+        "fashion-mnist",
+        f"dataset: {', '.join(DATASETS)}; or a folder of images, or a .npy/.npz/.pt file",
+    )
+    pixels: str = _opt(
+        "dynamic", "pixel mode: dynamic, static (binarized once), grey or 8bit (256 levels)"
+    )
     train_subset: int | None = _opt(None, "train on the first N training images only")
+    channels: int | None = _opt(None, "convert the images to 1 (grey) or 3 (RGB) channels")
+    image_size: tuple[int, ...] | None = _opt(
+        None, "resize the images to H [W]: scaled to cover, then centre-cropped"
+    )
+    test_fraction: float | None = _opt(
+        None, "hold out this seeded fraction of the training images as the test split"
+    )
+    stream: bool = _opt(
+        False, "stream training batches through a DataLoader even when the data fits"
+    )
+    workers: int = _opt(2, "DataLoader worker processes when streaming (0: none)")
     estimator: str = _opt("elbo", f"ELBO estimator: {', '.join(ESTIMATORS)}")
     num_particles: int = _opt(1, "K, samples of z per datapoint (vectorized)")
     likelihood: str = _opt("bernoulli", "likelihood p(x|z)")
     guide: str = _opt("normal", "guide family q(z|x)")
     prior: str = _opt("normal", "prior p(z)")
-    net: str = _opt("mlp", "encoder/decoder networks: mlp or conv (28×28 images)")
+    net: str = _opt("mlp", "encoder/decoder networks: mlp or conv (images of at least 4×4)")
     beta: float = _opt(1.0, "β: weight of the KL / latent site (β-VAE); 0 drops it")
     kl_warmup: int = _opt(0, "anneal β linearly from 0 over this many steps (0: constant β)")
     conditional: bool = _opt(False, "conditional VAE: p(x|z,y), q(z|x,y) with the label y")
@@ -72,7 +90,14 @@ class TrainConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden", tuple(self.hidden))
         object.__setattr__(self, "adam_betas", tuple(float(b) for b in self.adam_betas))
-        lookup(DATASETS, self.dataset, "dataset")
+        object.__setattr__(self, "dataset", resolve_dataset(self.dataset))
+        if self.image_size is not None:
+            object.__setattr__(self, "image_size", tuple(self.image_size))
+        ImageOptions.of(self.channels, self.image_size)
+        if self.test_fraction is not None and not 0 < self.test_fraction < 1:
+            raise PyroVAEError(f"--test-fraction must be in (0, 1), got {self.test_fraction}")
+        if self.workers < 0:
+            raise PyroVAEError(f"--workers must be 0 or more, got {self.workers}")
         lookup(PIXEL_MODES, self.pixels, "pixel mode")
         lookup(ESTIMATORS, self.estimator, "estimator")
         if self.autoencoder:  # composed, not a new model: a point-mass guide and no KL
@@ -125,6 +150,8 @@ class TrainConfig:
         d = dataclasses.asdict(self)
         d["hidden"] = list(self.hidden)
         d["adam_betas"] = list(self.adam_betas)
+        if self.image_size is not None:
+            d["image_size"] = list(self.image_size)
         return d
 
     @classmethod

@@ -30,6 +30,7 @@ def diagnose_run(
     data_dir: str | None = None,
     download: bool = True,
     progress: bool = True,
+    allow_other_data: bool = False,
 ) -> list[dict[str, Any]]:
     """Gradient variance and SNR of each estimator × K at the run's checkpoint.
 
@@ -49,7 +50,7 @@ def diagnose_run(
     path = Path(run_dir)
     with run_lock(path):  # checked writable before any work: the results are not lost
         check_writable(path)
-        run = load_run(path, device, data_dir, download)
+        run = load_run(path, device, data_dir, download, allow_other_data)
         xb = first_test_images(run.data, batch_size, "--batch-size")
         yb = labels_for(run.model, run.data.test_y[: xb.shape[0]])
         bar = tqdm(total=len(grid) * samples, desc="gradients", disable=not progress)

@@ -9,7 +9,7 @@ from typing import Any
 from pyrovae.core.errors import PyroVAEError, check_at_least
 from pyrovae.core.files import check_writable
 from pyrovae.core.labels import labels_for
-from pyrovae.inference.evaluate import evaluate_elbo
+from pyrovae.inference.evaluate import bits_per_dim, evaluate_elbo
 from pyrovae.inference.marginal import active_units, log_marginal_likelihood
 from pyrovae.runs.folder import run_lock, write_evaluation
 from pyrovae.runs.load import first_test_images, load_run
@@ -31,6 +31,7 @@ def evaluate_run(
     num_samples: int = LOG_PX_SAMPLES,
     test_subset: int | None = None,
     progress: bool = True,
+    allow_other_data: bool = False,
 ) -> dict[str, Any]:
     """Test figures of a run's checkpoint, also added to the run's ``evaluation.json`` (which
     keeps one entry per epoch, K and number of test images).
@@ -38,6 +39,7 @@ def evaluate_run(
     ``test_elbo`` / ``test_recon`` / ``test_kl``: single-sample ELBO and its terms;
     ``log_px``: log p(x) ≈ log (1/K) Σ_k p(x, z_k)/q(z_k|x), K = ``num_samples`` (0 skips it),
     with ``log_px_stderr`` (over images), ``log_px_mc_stderr`` (Monte Carlo) and ``ess``;
+    ``test_elbo_bpd`` and ``log_px_bpd``: the same in bits per dimension, −log p / (D ln 2);
     ``active_units``: latent dimensions with Cov_x(E_q[z_j|x]) > 0.01, out of ``latent_dim``.
     ``test_subset=N`` uses the first N test images only (from one image: no stderr, no active
     units, recorded as null).
@@ -49,13 +51,15 @@ def evaluate_run(
     path = Path(run_dir)
     with run_lock(path):  # checked writable before any work: the results are not lost
         check_writable(path)
-        figures = _evaluate(path, device, data_dir, download, num_samples, test_subset, progress)
+        figures = _evaluate(
+            path, device, data_dir, download, num_samples, test_subset, progress, allow_other_data
+        )
         write_evaluation(path, figures)
     return figures
 
 
-def _evaluate(path, device, data_dir, download, num_samples, test_subset, progress):
-    run = load_run(path, device, data_dir, download)
+def _evaluate(path, device, data_dir, download, num_samples, test_subset, progress, allow_other):
+    run = load_run(path, device, data_dir, download, allow_other)
     config, data, model, guide = run.config, run.data, run.model, run.guide
     x = first_test_images(data, test_subset, "--test-subset")
     y = labels_for(model, data.test_y[: x.shape[0]])
@@ -67,11 +71,13 @@ def _evaluate(path, device, data_dir, download, num_samples, test_subset, progre
         "test_elbo": test["elbo"],
         "test_recon": test["recon"],
         "test_kl": test["kl"],
+        "test_elbo_bpd": bits_per_dim(test["elbo"], data.num_pixels),
     }
     if num_samples > 0:
         lml = log_marginal_likelihood(model, guide, x, num_samples, y, progress=progress)
         figures.update(
             log_px=lml["log_px"],
+            log_px_bpd=lml["bits_per_dim"],
             log_px_stderr=_finite_or_none(lml["stderr"]),
             log_px_mc_stderr=lml["mc_stderr"],
             ess=lml["ess"],

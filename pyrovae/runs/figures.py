@@ -13,7 +13,7 @@ import torch
 from pyrovae import plots
 from pyrovae.core.labels import labels_for
 from pyrovae.core.runtime import seeded
-from pyrovae.data.images import ImageData
+from pyrovae.data.base import TrainingData
 from pyrovae.runs.folder import (
     DIAGNOSTICS,
     EVALUATION,
@@ -34,7 +34,7 @@ class LatentSnapshots:
     generator: training draws exactly what it would draw without snapshots.
     """
 
-    def __init__(self, path: Path, model, guide, data: ImageData, start_epoch: int) -> None:
+    def __init__(self, path: Path, model, guide, data: TrainingData, start_epoch: int) -> None:
         self.path, self.guide = path, guide
         n = min(SNAPSHOT_IMAGES, data.test_x.shape[0])
         self.x = data.test_x[:n]
@@ -73,7 +73,7 @@ def standard_figures(
     label: str,
     model,
     guide,
-    data: ImageData,
+    data: TrainingData,
     history: Sequence[dict[str, Any]],
     latents: dict[str, torch.Tensor] | None,
 ) -> list[Path]:

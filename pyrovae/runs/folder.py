@@ -50,7 +50,7 @@ def _write_json(path: Path, obj: Any) -> None:
 
 def default_run_dir(config: TrainConfig, root: str | Path = "runs") -> Path:
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    base = Path(root) / f"{stamp}-{config.dataset}-{config.estimator}"
+    base = Path(root) / f"{stamp}-{Path(config.dataset).name}-{config.estimator}"
     path, i = base, 1
     while path.exists():
         path, i = Path(f"{base}-{i}"), i + 1

@@ -6,7 +6,7 @@ plot) start from it, and train/resume share its data and model helpers.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,9 +14,10 @@ from typing import Any
 
 import torch
 
-from pyrovae.core.errors import PyroVAEError
+from pyrovae.core.errors import PyroVAEError, ShapeError
 from pyrovae.core.runtime import resolve_device
-from pyrovae.data.images import ImageData, load_data
+from pyrovae.data.base import TrainingData
+from pyrovae.data.images import load_data
 from pyrovae.runs.build import build_model_and_guide, check_fits
 from pyrovae.runs.config import TrainConfig
 from pyrovae.runs.folder import (
@@ -27,16 +28,61 @@ from pyrovae.runs.folder import (
     run_lock,
 )
 
-
-def run_data(config: TrainConfig, device: torch.device, data_dir: str | None, download: bool):
-    """The run's dataset on ``device``, as ``config`` describes it."""
-    return load_data(config.dataset, config.pixels, device, data_dir, config.train_subset, download)
+OTHER_DATA_FLAG = "--allow-other-data"
 
 
-def build_on(config: TrainConfig, num_pixels: int, num_classes: int, device: torch.device):
-    """Freshly initialized model and guide on ``device``, once their size is known to fit."""
-    check_fits(config, num_pixels, num_classes, device)
-    model, guide = build_model_and_guide(config, num_pixels, num_classes)
+def run_data(
+    config: TrainConfig,
+    device: torch.device,
+    data_dir: str | None,
+    download: bool,
+    recorded: dict[str, Any] | None = None,
+    allow_other_data: bool = False,
+) -> TrainingData:
+    """The run's dataset on ``device``, as ``config`` describes it (streamed when
+    ``config.stream`` or when it does not fit).
+
+    ``recorded``: what the run's ``config.json`` says about its data; data whose content hash
+    differs is refused unless ``allow_other_data``.
+    """
+    data = load_data(
+        config.dataset,
+        config.pixels,
+        device,
+        data_dir,
+        config.train_subset,
+        download,
+        channels=config.channels,
+        image_size=config.image_size,
+        test_fraction=config.test_fraction,
+        stream=True if config.stream else None,
+        workers=config.workers,
+    )
+    expected = (recorded or {}).get("sha256")
+    found = data.origin.sha256 if data.origin is not None else None
+    if expected and found != expected and not allow_other_data:
+        raise PyroVAEError(
+            f"the data in {data.origin.path} (sha256 {found[:12]}…) is not the data this run "
+            f"was trained on ({recorded.get('path')}, sha256 {expected[:12]}…); pass "
+            f"{OTHER_DATA_FLAG} to use it anyway"
+        )
+    return data
+
+
+def build_on(
+    config: TrainConfig,
+    num_pixels: int,
+    num_classes: int,
+    device: torch.device,
+    image_shape: Sequence[int] | None = None,
+):
+    """Freshly initialized model and guide on ``device``, once their size is known to fit; a
+    data shape the networks cannot take is a one-line error naming the dataset."""
+    try:
+        check_fits(config, num_pixels, num_classes, device, image_shape)
+        model, guide = build_model_and_guide(config, num_pixels, num_classes, image_shape)
+    except ShapeError as e:
+        raise ShapeError(f"{config.dataset}: {e}") from None
     return model.to(device), guide.to(device)
 
 
@@ -66,11 +112,12 @@ def restore(
     num_pixels: int,
     num_classes: int,
     device: torch.device,
+    image_shape: Sequence[int] | None = None,
 ):
     """Model and guide with the checkpoint's weights (both: a VampPrior's components go
     through the guide's encoder). A checkpoint of another architecture is a one-line error that
     names the first mismatched keys and shapes."""
-    model, guide = build_on(config, num_pixels, num_classes, device)
+    model, guide = build_on(config, num_pixels, num_classes, device, image_shape)
     problems = [
         p
         for p in (
@@ -97,7 +144,7 @@ class LoadedRun:
     path: Path
     config: TrainConfig
     epoch: int
-    data: ImageData
+    data: TrainingData
     model: Any
     guide: Any
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -108,17 +155,20 @@ def load_run(
     device: str | None = None,
     data_dir: str | None = None,
     download: bool = True,
+    allow_other_data: bool = False,
 ) -> LoadedRun:
     """Rebuild a run folder's model and guide from its config and checkpoint, on ``device``
-    (default: the run's own), with its data: to plot, evaluate or sample in Python."""
+    (default: the run's own), with its data: to plot, evaluate or sample in Python. Data whose
+    content differs from what the run recorded is refused unless ``allow_other_data``."""
     path = Path(run_dir)
     config = read_config(path)
     if device is not None:
         config = config.replace(device=device)
     dev = resolve_device(config.device)
     state = load_checkpoint(path, dev)
-    data = run_data(config, dev, data_dir, download)
-    model, guide = restore(config, state, data.num_pixels, data.num_classes, dev)
+    recorded = read_run_meta(path).get("data")
+    data = run_data(config, dev, data_dir, download, recorded, allow_other_data)
+    model, guide = restore(config, state, data.num_pixels, data.num_classes, dev, data.shape)
     history = checkpoint_history(path, state)
     return LoadedRun(path, config, int(state["epoch"]), data, model, guide, history)
 
@@ -132,7 +182,7 @@ def writing_into(run_dir: Path, target: Path) -> Iterator[None]:
         yield
 
 
-def first_test_images(data: ImageData, n: int | None, flag: str) -> torch.Tensor:
+def first_test_images(data: TrainingData, n: int | None, flag: str) -> torch.Tensor:
     """The first ``n`` test images (all of them when ``n`` is None); n outside 1..N is an error."""
     total = data.test_x.shape[0]
     if n is None:

@@ -35,6 +35,7 @@ def plot_runs(
     data_dir: str | None = None,
     download: bool = True,
     note: Callable[[str], None] | None = None,
+    allow_other_data: bool = False,
 ) -> list[Path]:
     """Draw run figures as PNGs; returns the files written.
 
@@ -64,7 +65,7 @@ def plot_runs(
         target = Path(out) if out is not None else path / FIGURES
         check_writable(target)
         with writing_into(path, target):
-            run = load_run(path, device, data_dir, download)
+            run = load_run(path, device, data_dir, download, allow_other_data)
             written = standard_figures(
                 target, names[0], run.model, run.guide, run.data, run.history, read_latents(path)
             )

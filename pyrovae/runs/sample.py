@@ -11,7 +11,7 @@ from pyrovae.core.files import check_writable
 from pyrovae.core.memory import available_bytes, format_bytes
 from pyrovae.core.runtime import resolve_device, seeded
 from pyrovae.plots.common import save_figure
-from pyrovae.plots.grids import as_square, image_grid
+from pyrovae.plots.grids import as_images, image_grid
 from pyrovae.runs.folder import load_checkpoint, read_config, read_run_meta
 from pyrovae.runs.load import restore, writing_into
 
@@ -63,11 +63,12 @@ def sample_run(
     check_writable(target.parent)
     dev = resolve_device(device or config.device)
     _check_memory(num, int(meta["num_pixels"]), config, dev)
+    shape = meta.get("data", {}).get("shape")  # runs from before shapes were recorded: square
     with writing_into(path, target):
         state = load_checkpoint(path, dev)
-        model, _ = restore(config, state, int(meta["num_pixels"]), num_classes, dev)
+        model, _ = restore(config, state, int(meta["num_pixels"]), num_classes, dev, shape)
         y = None if label is None else torch.full((num,), label, dtype=torch.long, device=dev)
         with seeded(seed):
             images = model.generate(num, y)  # (num, D)
-        save_figure(image_grid(as_square(images).cpu()), target)
+        save_figure(image_grid(as_images(images, model.image_shape).cpu()), target)
     return target

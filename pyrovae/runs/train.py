@@ -15,7 +15,7 @@ from pyrovae.core.errors import PyroVAEError
 from pyrovae.core.files import check_writable, remove_temp_files
 from pyrovae.core.labels import labels_for
 from pyrovae.core.runtime import get_rng_state, resolve_device, seeded, set_rng_state, set_seed
-from pyrovae.data.images import ImageData
+from pyrovae.data.base import TrainingData
 from pyrovae.inference.estimators import make_estimator
 from pyrovae.inference.train import fit, make_optimizer
 from pyrovae.runs.config import TrainConfig
@@ -30,6 +30,7 @@ from pyrovae.runs.folder import (
     load_checkpoint,
     make_run_dir,
     read_config,
+    read_run_meta,
     run_lock,
     save_checkpoint,
     write_metrics,
@@ -37,13 +38,15 @@ from pyrovae.runs.folder import (
 from pyrovae.runs.load import build_on, restore, run_data
 
 
-def _preflight(config: TrainConfig, model, guide, data: ImageData) -> None:
+def _preflight(config: TrainConfig, model, guide, data: TrainingData) -> None:
     """One loss evaluation on a first batch, before anything is written: an incompatible pair
     (analytic-kl with a flow guide or a learned prior, …) fails here with its one-line error.
     Under its own seed, so the training run draws exactly what it would have drawn."""
-    b = min(config.batch_size, data.train_x.shape[0])
+    b = min(config.batch_size, data.num_train)
+    if config.conditional and not data.labelled:
+        raise PyroVAEError(f"{config.dataset} has no labels; drop --conditional")
     with seeded(config.seed):
-        x = data.train_epoch(config.seed, 0)[:b]
+        x = data.train_head(b, config.seed)
         y = labels_for(model, data.train_y[:b])
         args = (x,) if y is None else (x, y)
         loss = make_estimator(config.estimator, config.num_particles).loss(model, guide, *args)
@@ -105,10 +108,10 @@ def _train(config, path, model, guide, optimizer, data, start_epoch, history, pr
     return history
 
 
-def _fresh_start(config: TrainConfig, data: ImageData, device):
+def _fresh_start(config: TrainConfig, data: TrainingData, device):
     """Seeded initialization (part of the run), checked by one loss evaluation, and Adam."""
     set_seed(config.seed)
-    model, guide = build_on(config, data.num_pixels, data.num_classes, device)
+    model, guide = build_on(config, data.num_pixels, data.num_classes, device, data.shape)
     _preflight(config, model, guide, data)
     return model, guide, _optimizer(config, model, guide)
 
@@ -136,7 +139,12 @@ def train_run(
     check_writable(path)
     data = run_data(config, device, data_dir, download)
     model, guide, optimizer = _fresh_start(config, data, device)
-    meta = {"device": str(device), "num_pixels": data.num_pixels, "num_classes": data.num_classes}
+    meta = {
+        "device": str(device),
+        "num_pixels": data.num_pixels,
+        "num_classes": data.num_classes,
+        "data": data.describe(),
+    }
     make_run_dir(path)
     with run_lock(path):
         create_run(path, config, meta)
@@ -151,6 +159,7 @@ def resume_run(
     download: bool = True,
     progress: bool = True,
     figures: bool = True,
+    allow_other_data: bool = False,
 ) -> tuple[Path, list[dict[str, Any]]]:
     """Continue a run from its checkpoint up to ``epochs`` in total (default: the run's own);
     ``figures`` as for :func:`train_run` (latent snapshots are appended to ``latents.pt``).
@@ -159,7 +168,8 @@ def resume_run(
     ``metrics.jsonl`` is rewritten from the checkpoint's own copy of the metrics, so the two
     agree whenever the previous process was killed (also when there is nothing left to train).
     A folder killed before its first checkpoint (only its config) trains from epoch 0, as the
-    same seeded run.
+    same seeded run. Data whose content hash differs from the run's is refused unless
+    ``allow_other_data``.
     """
     path = Path(run_dir)
     config = read_config(path)
@@ -177,11 +187,14 @@ def resume_run(
             raise PyroVAEError(
                 f"{path} has trained {done} of {config.epochs} epochs; pass --epochs N > {done}"
             )
-        data = run_data(config, dev, data_dir, download)
+        recorded = read_run_meta(path).get("data")
+        data = run_data(config, dev, data_dir, download, recorded, allow_other_data)
         if state is None:
             model, guide, optimizer = _fresh_start(config, data, dev)
         else:
-            model, guide = restore(config, state, data.num_pixels, data.num_classes, dev)
+            model, guide = restore(
+                config, state, data.num_pixels, data.num_classes, dev, data.shape
+            )
             optimizer = _optimizer(config, model, guide)
             optimizer.load_state_dict(state["optimizer"])
             set_rng_state(state["rng"])
