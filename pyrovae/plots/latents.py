@@ -90,10 +90,12 @@ def latent_snapshots(
     labels: torch.Tensor,
     *,
     max_panels: int = 12,
+    title: str | None = None,
 ) -> Figure:
     """Codes (E, N, 2) recorded at ``epochs`` as a grid of scatters titled "epoch e", on common
     axes, to show how q's means arrange themselves over training. With more than
-    ``max_panels`` snapshots, evenly spaced ones are drawn (the first and last always)."""
+    ``max_panels`` snapshots, evenly spaced ones are drawn (the first and last always).
+    ``title`` goes above the grid (say which layer's codes these are)."""
     e = codes.shape[0]
     if codes.dim() != 3 or codes.shape[2] != 2 or len(epochs) != e or e == 0:
         raise PyroVAEError(
@@ -117,4 +119,6 @@ def latent_snapshots(
     axes[0].set_xlim(float(low[0] - margin[0]), float(high[0] + margin[0]))
     axes[0].set_ylim(float(low[1] - margin[1]), float(high[1] + margin[1]))
     _label_legend(fig, labels, loc="center right")
+    if title:
+        fig.suptitle(title, fontsize=9)
     return fig

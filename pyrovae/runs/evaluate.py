@@ -9,7 +9,7 @@ from typing import Any
 from pyrovae.core.errors import PyroVAEError, check_at_least
 from pyrovae.core.labels import labels_for
 from pyrovae.inference.evaluate import evaluate_elbo
-from pyrovae.inference.marginal import active_units, log_marginal_likelihood
+from pyrovae.inference.marginal import active_units_by_site, log_marginal_likelihood
 from pyrovae.runs.folder import write_evaluation
 from pyrovae.runs.load import first_test_images, load_run
 
@@ -36,7 +36,8 @@ def evaluate_run(
     ``test_elbo`` / ``test_recon`` / ``test_kl``: single-sample ELBO and its terms;
     ``log_px``: log p(x) ≈ log (1/K) Σ_k p(x, z_k)/q(z_k|x), K = ``num_samples`` (0 skips it),
     with ``log_px_stderr`` (over images), ``log_px_mc_stderr`` (Monte Carlo) and ``ess``;
-    ``active_units``: latent dimensions with Cov_x(E_q[z_j|x]) > 0.01, out of ``latent_dim``.
+    ``active_units``: latent dimensions with Cov_x(E_q[z_j|x]) > 0.01, out of ``latent_dim``
+    (with several stochastic layers, both are lists: one count and size per layer, bottom first).
     ``test_subset=N`` uses the first N test images only (from one image: no stderr, no active
     units, recorded as null).
     """
@@ -65,8 +66,11 @@ def evaluate_run(
             ess=lml["ess"],
             num_samples=lml["num_samples"],
         )
-    # a covariance over one image is undefined
-    figures["active_units"] = active_units(guide, x, y) if x.shape[0] > 1 else None
-    figures["latent_dim"] = config.latent_dim
+    active = None  # a covariance over one image is undefined
+    if x.shape[0] > 1:
+        active = list(active_units_by_site(guide, x, y).values())
+        active = active[0] if len(active) == 1 else active
+    figures["active_units"] = active
+    figures["latent_dim"] = config.to_dict()["latent_dim"]
     write_evaluation(path, figures)
     return figures
