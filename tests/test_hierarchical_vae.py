@@ -285,9 +285,21 @@ def test_resume_gives_the_same_two_layer_run(tmp_path, idx_dir):
             assert torch.equal(value, b[part][key]), key
 
 
-def test_figures_say_which_layer_they_show(tmp_path, idx_dir):
+def test_figures_say_which_layer_they_show(tmp_path, idx_dir, monkeypatch):
+    calls = {}
+    for name in ("latent_scatter", "latent_snapshots"):
+
+        def spy(*args, _name=name, _original=getattr(plots, name), **kwargs):
+            calls[_name] = (args, kwargs)
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(plots, name, spy)
     run = tmp_path / "run"
     assert _train(idx_dir, run, "--latent-dim", "2", "3", "--epochs", "1") == 0
+    args, kwargs = calls["latent_scatter"]
+    assert "E_q[z1|x] (z1, the bottom of 2" in args[2]
+    assert kwargs["axis_names"] == ("z1[0]", "z1[1]")
+    assert calls["latent_snapshots"][1]["title"].startswith("E_q[z1|x]")
     names = sorted(p.name for p in (run / FIGURES).iterdir())
     assert names == [
         "latent.png",

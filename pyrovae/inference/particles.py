@@ -69,15 +69,15 @@ def parameters_detached(modules: Sequence[Any]) -> Iterator[None]:
     """Inside the block every parameter of ``modules`` is a detached copy: φ̄ = stop-grad(φ).
 
     Only the parameters are cut; tensors computed from other inputs (a sampled z with its path
-    to φ) keep their graph. A parameter shared by several modules (a VampPrior's encoder) gets
-    one copy. The parameters are put back on leaving. (``torch.func.functional_call`` does the
-    same swap but refuses to run under ``torch.jit.trace``, which the fast path needs.)
+    to φ) keep their graph. A parameter shared by several modules gets one copy. The parameters
+    are put back on leaving. (``torch.func.functional_call`` does the same swap but refuses to
+    run under ``torch.jit.trace``, which the fast path needs.)
     """
     for m in modules:
         if not isinstance(m, nn.Module):
             raise PyroVAEError(
-                "stop-gradient on the parameters (elbo-stl, iwae-dreg with several latent sites "
-                f"or a flow) needs model and guide as torch modules, got {type(m).__name__}"
+                "stop-gradient on the guide's parameters (elbo-stl, iwae-dreg with several "
+                f"latent sites or a flow) needs the guide as a torch module, got {type(m).__name__}"
             )
     copies: dict[int, torch.Tensor] = {}
     swapped: list[tuple[nn.Module, str, nn.Parameter]] = []

@@ -86,8 +86,11 @@ def manifold(model, n: int = 20, limit: float = 3.0, y: torch.Tensor | int | Non
         n,
         row_labels=ticks[::-1],
         col_labels=ticks,
-        title=f"E[x|z]: z₁ along columns, z₂ up rows, in [−{limit:g}, {limit:g}]"
-        + (f"; z = {note}" if note else ""),
+        title=(
+            f"E[x|z1]: z1[0] along columns, z1[1] up rows, in [−{limit:g}, {limit:g}] ({note})"
+            if note
+            else f"E[x|z]: z₁ along columns, z₂ up rows, in [−{limit:g}, {limit:g}]"
+        ),
         tile_inches=min(0.5, 7.0 / n),
     )
 

@@ -44,7 +44,7 @@ class TrainConfig:
     )
     hidden: tuple[int, ...] = _opt((400, 400), "hidden layer sizes of encoder and decoder")
     upper_hidden: tuple[int, ...] = _opt(
-        (), "hidden sizes of the networks between stochastic layers (default: --hidden)"
+        (), "hidden sizes of the networks between stochastic layers; () for the --hidden sizes"
     )
     activation: str = _opt("relu", f"activation: {', '.join(ACTIVATIONS)}")
     epochs: int = _opt(10, "number of epochs (with --resume: the total to reach)")

@@ -110,8 +110,12 @@ def standard_figures(
         note = layer_note(guide)  # several stochastic layers: the codes are z1's
         if d == 2:
             labels = data.test_y[:n]
-            title = f"E_q[z1|x] ({note}), test images" if note else "E_q[z|x], test images"
-            save("latent.png", plots.latent_scatter(codes, labels, title))
+            if note:
+                title, names = f"E_q[z1|x] ({note}), test images", ("z1[0]", "z1[1]")
+                fig = plots.latent_scatter(codes, labels, title, axis_names=names)
+            else:
+                fig = plots.latent_scatter(codes, labels, "E_q[z|x], test images")
+            save("latent.png", fig)
             save("manifold.png", plots.manifold(model, y=0 if model.num_classes else None))
         if latents is not None and len(latents["epochs"]):
             fig = plots.latent_snapshots(
