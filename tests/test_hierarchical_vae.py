@@ -287,13 +287,16 @@ def test_resume_gives_the_same_two_layer_run(tmp_path, idx_dir):
 
 def test_figures_say_which_layer_they_show(tmp_path, idx_dir, monkeypatch):
     calls = {}
+
+    def spy(name, original):
+        def recording(*args, **kwargs):
+            calls[name] = (args, kwargs)
+            return original(*args, **kwargs)
+
+        return recording
+
     for name in ("latent_scatter", "latent_snapshots"):
-
-        def spy(*args, _name=name, _original=getattr(plots, name), **kwargs):
-            calls[_name] = (args, kwargs)
-            return _original(*args, **kwargs)
-
-        monkeypatch.setattr(plots, name, spy)
+        monkeypatch.setattr(plots, name, spy(name, getattr(plots, name)))
     run = tmp_path / "run"
     assert _train(idx_dir, run, "--latent-dim", "2", "3", "--epochs", "1") == 0
     args, kwargs = calls["latent_scatter"]
