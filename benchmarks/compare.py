@@ -4,6 +4,7 @@ IWAE bound and importance-sampled log p(x) (the README's measured tables).
     python benchmarks/compare.py --grid estimators --epochs 10 --test-subset 1000
     python benchmarks/compare.py --grid guides --epochs 5 --test-subset 500 --num-samples 1000
     python benchmarks/compare.py --grid likelihoods --epochs 5 --test-subset 500
+    python benchmarks/compare.py --grid layers --epochs 10 --test-subset 1000 --num-samples 5000
 """
 
 from __future__ import annotations
@@ -15,7 +16,14 @@ from pathlib import Path
 
 import pyrovae
 from pyrovae import TrainConfig, build_model_and_guide, fit, load_data, set_seed
-from pyrovae.inference import active_units, evaluate_elbo, log_marginal_likelihood
+from pyrovae.inference import active_units_by_site, evaluate_elbo, log_marginal_likelihood
+
+# Burda et al. 2015's architectures: 784-200-200-50 and 784-200-200-100-100-100-50, tanh
+ONE_LAYER = {"latent_dim": 50, "hidden": (200, 200), "activation": "tanh"}
+TWO_LAYERS = {**ONE_LAYER, "latent_dim": (100, 50), "upper_hidden": (100, 100)}
+OBJECTIVES = {"elbo": {"estimator": "elbo"}} | {
+    name: {"estimator": name, "num_particles": 5} for name in ("iwae", "iwae-dreg")
+}
 
 # Each grid: (label, TrainConfig settings). Estimators: the multi-sample objectives at K=5.
 GRIDS: dict[str, list[tuple[str, dict]]] = {
@@ -38,6 +46,11 @@ GRIDS: dict[str, list[tuple[str, dict]]] = {
         ("gaussian", {"likelihood": "gaussian", "pixels": "grey"}),
         ("gaussian-learned", {"likelihood": "gaussian-learned", "pixels": "grey"}),
         ("laplace", {"likelihood": "laplace", "pixels": "grey"}),
+    ],
+    "layers": [
+        (f"{layers}, {name}", {**arch, **objective})
+        for layers, arch in (("1 layer (50)", ONE_LAYER), ("2 layers (100, 50)", TWO_LAYERS))
+        for name, objective in OBJECTIVES.items()
     ],
 }
 
@@ -106,14 +119,19 @@ def main(argv: list[str] | None = None) -> None:
             "log_px": lpx["log_px"],
             "log_px_stderr": lpx["stderr"],
             "log_px_mc_stderr": lpx["mc_stderr"],
-            "active_units": active_units(guide, data.test_x),
+            "active_units": list(active_units_by_site(guide, data.test_x).values()),
+            "latent_dim": list(config.latent_dims),
             "seconds_per_epoch": train_s / args.epochs,
             "log_px_seconds": time.perf_counter() - start,
             "final_train_elbo": history[-1]["train_elbo"],
         }
         rows.append(row)
         print(json.dumps(row), flush=True)
-    meta = {"args": {k: str(v) for k, v in vars(args).items()}, "device": str(device)}
+    meta = {
+        "args": {k: str(v) for k, v in vars(args).items()},
+        "device": str(device),
+        "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+    }
     out = args.json or Path(f"benchmarks/results/{args.grid}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
@@ -124,10 +142,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
+        pairs = zip(r["active_units"], r["latent_dim"], strict=True)
+        active = ", ".join(f"{a} / {d}" for a, d in pairs)
         print(
             f"| `{r['label']}` | {r['K']} | {r['test_elbo']:.2f} | {r[k_col]:.2f} | "
             f"{r['log_px']:.2f} ± {r['log_px_stderr']:.2f} | {r['test_kl']:.1f} | "
-            f"{r['active_units']} | {r['seconds_per_epoch']:.1f} |"
+            f"{active} | {r['seconds_per_epoch']:.1f} |"
         )
 
 

@@ -56,8 +56,11 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     for f in dataclasses.fields(TrainConfig):
         hint = hints[f.name]
         kwargs: dict[str, Any] = {"default": argparse.SUPPRESS, "dest": f.name}
-        if typing.get_origin(hint) in (typing.Union, types.UnionType):  # X | None: a flag of X
-            hint = next(a for a in typing.get_args(hint) if a is not type(None))
+        if typing.get_origin(hint) in (typing.Union, types.UnionType):
+            # X | None: a flag of X; int | tuple[int, ...]: one value or several (the tuple)
+            options = typing.get_args(hint)
+            tuples = [a for a in options if typing.get_origin(a) is tuple]
+            hint = tuples[0] if tuples else next(a for a in options if a is not type(None))
         args = typing.get_args(hint)
         if hint is bool:
             kwargs["action"] = "store_true"
@@ -254,9 +257,18 @@ def _evaluate(args: argparse.Namespace) -> None:
             f"{figures['log_px_bpd']:.4f} bits/dim)"
         )
         print(f"  effective samples    {figures['ess']:.1f} of {figures['num_samples']}")
-    active = figures["active_units"]
-    print(f"  active units         {'n/a' if active is None else active} / {figures['latent_dim']}")
+    print(f"  active units         {_per_layer(figures['active_units'], figures['latent_dim'])}")
     print(f"written to {Path(args.run_dir) / EVALUATION}")
+
+
+def _per_layer(active: int | list[int] | None, dims: int | list[int]) -> str:
+    """``6 / 50``, or per stochastic layer ``20 / 100 (z1), 5 / 50 (z2)``."""
+    if isinstance(dims, int):
+        return f"{'n/a' if active is None else active} / {dims}"
+    counts = active if active is not None else ["n/a"] * len(dims)
+    return ", ".join(
+        f"{a} / {d} (z{i})" for i, (a, d) in enumerate(zip(counts, dims, strict=True), start=1)
+    )
 
 
 def _loading(args: argparse.Namespace) -> dict[str, Any]:
@@ -298,6 +310,13 @@ def _diagnose(args: argparse.Namespace) -> None:
     for r in rows:
         cells = "".join(f"  {r[g][key]:{fmt}}" for g, key, _, fmt in columns)
         print(f"{r['estimator']:<{width}}  {r['num_particles']:>4}{cells}")
+    layers = [g for g in first if "/" in g]  # encoder/z1, … with several stochastic layers
+    if layers:
+        print("SNR per stochastic layer (encoder: q(z_l|·); decoder: what z_l feeds)")
+        print(f"{'estimator':<{width}}  {'K':>4}" + "".join(f"  {g:>10}" for g in layers))
+        for r in rows:
+            cells = "".join(f"  {r[g]['snr']:>10.4f}" for g in layers)
+            print(f"{r['estimator']:<{width}}  {r['num_particles']:>4}{cells}")
     print(f"written to {Path(args.run_dir) / DIAGNOSTICS}")
 
 

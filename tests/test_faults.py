@@ -243,7 +243,7 @@ def _edit_config(run, edit):
 DAMAGED_CONFIGS = {
     "wrong type": (
         lambda m: {**m, "config": {**m["config"], "latent_dim": "fifty"}},
-        "'latent_dim' must be an integer, got 'fifty'",
+        "'latent_dim' must be an integer or a list of integers, got 'fifty'",
     ),
     "a list": (lambda m: [m], "is not a pyrovae run folder"),
     "no config key": (

@@ -3,13 +3,19 @@
 from pyrovae.inference.diagnostics import gradient_statistics
 from pyrovae.inference.estimators import ESTIMATORS, make_estimator
 from pyrovae.inference.evaluate import evaluate_elbo
-from pyrovae.inference.marginal import active_units, log_marginal_likelihood
+from pyrovae.inference.marginal import (
+    active_units,
+    active_units_by_site,
+    log_marginal_likelihood,
+    posterior_means,
+)
 from pyrovae.inference.particles import draw_particles, log_mean_exp
 from pyrovae.inference.train import fit, make_optimizer, svi_step
 
 __all__ = [
     "ESTIMATORS",
     "active_units",
+    "active_units_by_site",
     "draw_particles",
     "evaluate_elbo",
     "fit",
@@ -18,5 +24,6 @@ __all__ = [
     "log_mean_exp",
     "make_estimator",
     "make_optimizer",
+    "posterior_means",
     "svi_step",
 ]

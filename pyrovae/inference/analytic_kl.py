@@ -23,6 +23,7 @@ class AnalyticKL(ParticleELBO):
 
     def per_particle(self, p: Particles) -> torch.Tensor:
         """Σ log p(x|z_k) − Σ s_z KL per particle and datapoint, (K, B)."""
+        _check_order(p)
         total = 0.0
         for name, site in p.model_trace.nodes.items():
             if site["type"] != "sample":
@@ -72,6 +73,29 @@ class AnalyticKL(ParticleELBO):
     def surrogate(self, p: Particles, bound: torch.Tensor) -> torch.Tensor:
         require_reparameterized(p, "analytic-kl")
         return bound
+
+
+def _check_order(p: Particles) -> None:
+    """Each site's KL integrates z out given the z's the guide drew before it, so the model may
+    condition a site only on those: with p(z1|z2) p(z2) and the guide drawing z1 before z2 (a
+    hierarchical VAE), KL(q(z1|x) ‖ p(z1|z2)) has z2 depend on z1 itself, and no closed form."""
+    guide_order = [
+        name
+        for name, site in p.guide_trace.nodes.items()
+        if site["type"] == "sample" and not site["is_observed"]
+    ]
+    drawn_before: list[str] = []
+    for name, site in p.model_trace.nodes.items():
+        if site["type"] != "sample" or site["is_observed"] or name not in guide_order:
+            continue
+        later = [m for m in drawn_before if guide_order.index(m) > guide_order.index(name)]
+        if later:
+            raise PyroVAEError(
+                f"analytic-kl has no closed form for site {name!r}: the model draws it after "
+                f"{later[0]!r} (p({name}|{later[0]})) but the guide draws {later[0]!r} after it "
+                "(a hierarchical model); use --estimator elbo"
+            )
+        drawn_before.append(name)
 
 
 def _same_scale(a, b) -> bool:

@@ -1,7 +1,8 @@
-"""β-VAE and KL annealing by composition: a scale on the latent site, not a new model.
+"""β-VAE and KL annealing by composition: a scale on the latent sites, not a new model.
 
-Scaling the log-density of site ``"z"`` by β in model and guide alike turns every estimator's
-log p(z) − log q(z|x) (or its analytic KL) into β times it: L_β = E_q[log p(x|z)] − β·KL.
+Scaling the log-densities of the latent sites (``"z"``; ``"z1"`` … ``"zL"`` with several
+stochastic layers) by β in model and guide alike turns every estimator's log p(z) − log q(z|x)
+(or its analytic KL) into β times it: L_β = E_q[log p(x|z)] − β·KL.
 """
 
 from __future__ import annotations
@@ -9,18 +10,23 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from pyro.poutine.messenger import Messenger
+from pyro.poutine.util import site_is_subsample
 
 
 class LatentScale(Messenger):
-    """Multiply the log-density of the named sample sites by ``scale`` (model and guide)."""
+    """Multiply the log-density of sample sites by ``scale`` (model and guide): the named
+    ``sites``, or by default every latent (unobserved) one."""
 
-    def __init__(self, scale: float, sites: Sequence[str] = ("z",)) -> None:
+    def __init__(self, scale: float, sites: Sequence[str] | None = None) -> None:
         super().__init__()
         self.scale = scale
-        self.sites = frozenset(sites)
+        self.sites = None if sites is None else frozenset(sites)
 
     def _process_message(self, msg) -> None:
-        if msg["type"] == "sample" and msg["name"] in self.sites:
+        if msg["type"] != "sample" or site_is_subsample(msg):  # a plate's own index site
+            return
+        chosen = not msg["is_observed"] if self.sites is None else msg["name"] in self.sites
+        if chosen:
             msg["scale"] = msg["scale"] * self.scale
 
 

@@ -12,10 +12,23 @@ from pyro.infer import ELBO
 
 
 def default_groups(model, guide) -> dict[str, list[torch.nn.Parameter]]:
-    """``encoder`` = the guide's parameters (φ), ``decoder`` = the model's other ones (θ)."""
+    """``encoder`` = the guide's parameters (φ), ``decoder`` = the model's other ones (θ).
+
+    With several stochastic layers also ``encoder/z1``, ``encoder/z2``, … (the parameters of
+    q(z_l|·)) and ``decoder/z1``, … (those of what z_l feeds: p(x|z1), p(z1|z2), …; the top
+    one's include the prior), from the modules' ``layer_parameters()``.
+    """
     encoder = list(guide.parameters())
     shared = {id(p) for p in encoder}  # a VampPrior uses the encoder too: count it once
-    return {"encoder": encoder, "decoder": [p for p in model.parameters() if id(p) not in shared]}
+    groups = {
+        "encoder": encoder,
+        "decoder": [p for p in model.parameters() if id(p) not in shared],
+    }
+    if len(getattr(guide, "sites", ())) > 1:
+        for kind, module in (("encoder", guide), ("decoder", model)):
+            for site, params in module.layer_parameters().items():
+                groups[f"{kind}/{site}"] = params
+    return groups
 
 
 def gradient_statistics(

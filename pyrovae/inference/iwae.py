@@ -25,26 +25,42 @@ class IWAE(ParticleELBO):
 class DReG(IWAE):
     """``iwae-dreg`` (Tucker et al. 2018): the decoder gradient of IWAE; the encoder gradient
 
-        Σ_k w̃_k² (∂ log w_k / ∂z_k)(∂z_k / ∂φ),  log w_k with log q evaluated at stop-grad(φ).
+        Σ_k w̃_k² d log w̄_k / dφ,   log w̄_k = log p_θ(x, z_k) − log q_φ̄(z_k|x),
 
-    Built as S = Σ w̃ log w̄ (θ-gradient of IWAE) plus ⟨g, z⟩ with g = ∂/∂z Σ (w̃² − w̃) log w̄
-    held constant, which turns S's pathwise φ-gradient from w̃-weighted into w̃²-weighted.
+    the total derivative along the sampled path z_k(ε, φ), log q at stop-grad(φ).
+
+    Built as S = Σ w̃ log w̄ (θ-gradient of IWAE, w̃-weighted path gradient for φ) plus
+    Σ_s ⟨g_s, z_s⟩ over the latent sites s, with g_s = ∂/∂z_s Σ_k (w̃_k² − w̃_k) log w̄_k held
+    constant. g_s is the *partial* derivative (taken at the views through which z_s enters the
+    densities, :class:`~pyrovae.inference.particles.Particles`), so by the chain rule
+    Σ_s g_s dz_s/dφ is the total derivative, z1's effect through z2 = g(ε2, z1, φ) counted once,
+    in ⟨g_2, z_2⟩. A gradient taken inside the loss: this estimator runs without the recorded
+    fast path.
     """
 
-    traceable = False  # g is a gradient taken inside the loss: a recorded graph cannot hold it
+    traceable = False  # a recorded graph cannot hold the autograd.grad call
+
+    @staticmethod
+    def encoder_weights(w: torch.Tensor) -> torch.Tensor:
+        """The weights of the encoder's path gradient, from the normalized weights w̃: w̃²."""
+        return w * w
 
     def surrogate(self, p: Particles, bound: torch.Tensor) -> torch.Tensor:
         require_reparameterized(p, "iwae-dreg")
         log_w_stop = p.log_p - p.log_q_stop  # (K, B); equals log w in value
         w = torch.softmax(log_w_stop.detach(), dim=0)  # normalized weights w̃, per datapoint
         main = (w * log_w_stop).sum()
-        latents = [z for z in p.latents if z.requires_grad]
-        if not latents:
+        latents = p.latents
+        views = [(name, v) for name, v in p.inputs if latents[name].requires_grad]
+        if not views:
             return main
+        reweight = ((self.encoder_weights(w) - w) * log_w_stop).sum()
         grads = torch.autograd.grad(
-            ((w * w - w) * log_w_stop).sum(), latents, retain_graph=True, allow_unused=True
+            reweight, [v for _, v in views], retain_graph=True, allow_unused=True
         )
         correction = sum(
-            (g.detach() * z).sum() for g, z in zip(grads, latents, strict=True) if g is not None
+            (g.detach() * latents[name]).sum()
+            for (name, _), g in zip(views, grads, strict=True)
+            if g is not None
         )
         return main + correction

@@ -6,11 +6,12 @@ import math
 
 import torch
 from pyro import poutine
+from pyro.poutine.util import site_is_subsample
 from tqdm import tqdm  # text bars: tqdm.auto warns in a notebook without ipywidgets
 
 from pyrovae.core.runtime import seeded
 from pyrovae.inference.evaluate import batch_args, bits_per_dim
-from pyrovae.inference.particles import draw_particles
+from pyrovae.inference.particles import draw_particles, vectorized
 
 EVAL_SEED = 4321
 
@@ -92,6 +93,62 @@ def posterior_mean(q, num_samples: int = MEAN_SAMPLES, chunk: int = 32) -> torch
 
 
 @torch.no_grad()
+def posterior_means(
+    guide,
+    x: torch.Tensor,
+    y: torch.Tensor | None = None,
+    num_samples: int = MEAN_SAMPLES,
+    chunk: int = 32,
+) -> dict[str, torch.Tensor]:
+    """E_q[z_l|x] for each latent site l of the guide, (B, d_l) each, by site name.
+
+    One site: :func:`posterior_mean` of q(z|x). Several (q(z1|x) q(z2|z1) …): z2's mean
+    integrates over z1, so each site's is the average over ``num_samples`` draws of the
+    z's below it of its conditional mean E[z_l|z_{l−1}] (exact where the family knows it, else
+    the draw itself), ``chunk`` draws at a time.
+    """
+    args = (x,) if y is None else (x, y)
+    with poutine.block():
+        trace = poutine.trace(guide).get_trace(*args)
+    sites = [n for n, s in trace.nodes.items() if s["type"] == "sample" and not s["is_observed"]]
+    sites = [n for n in sites if not site_is_subsample(trace.nodes[n])]
+    if len(sites) == 1:
+        return {sites[0]: posterior_mean(trace.nodes[sites[0]]["fn"]).reshape(x.shape[0], -1)}
+    totals: dict[str, torch.Tensor] = {}
+    for start in range(0, num_samples, chunk):
+        k = min(chunk, num_samples - start)
+        with poutine.block():
+            draws = poutine.trace(vectorized(guide, k)).get_trace(*args)
+        for name in sites:
+            site = draws.nodes[name]
+            try:
+                mean = site["fn"].mean
+            except NotImplementedError:
+                mean = site["value"]
+            totals[name] = totals.get(name, 0.0) + mean.expand_as(site["value"]).sum(0)
+    return {name: total / num_samples for name, total in totals.items()}
+
+
+@torch.no_grad()
+def active_units_by_site(
+    guide,
+    x: torch.Tensor,
+    y: torch.Tensor | None = None,
+    threshold: float = 0.01,
+    batch_size: int = 1000,
+) -> dict[str, int]:
+    """Per latent site (layer), how many dimensions j have Cov_x(E_q[z_j|x]) > ``threshold``
+    (Burda et al.); the means from :func:`posterior_means`."""
+    means: dict[str, list[torch.Tensor]] = {}
+    for start in range(0, x.shape[0], batch_size):
+        args = batch_args(x, y, start, batch_size)
+        for name, mu in posterior_means(guide, *args).items():
+            means.setdefault(name, []).append(mu)
+    return {
+        name: int((torch.cat(mus).var(0) > threshold).sum().item()) for name, mus in means.items()
+    }
+
+
 def active_units(
     guide,
     x: torch.Tensor,
@@ -99,13 +156,7 @@ def active_units(
     threshold: float = 0.01,
     batch_size: int = 1000,
 ) -> int:
-    """How many latent dimensions j have Cov_x(E_q[z_j|x]) > ``threshold`` (Burda et al.);
-    E_q[z|x] by 256 samples where the guide has no closed-form mean (flows)."""
-    means = []
-    for start in range(0, x.shape[0], batch_size):
-        args = batch_args(x, y, start, batch_size)
-        with poutine.block():
-            trace = poutine.trace(guide).get_trace(*args)
-        means.append(posterior_mean(trace.nodes["z"]["fn"]).reshape(args[0].shape[0], -1))
-    mu = torch.cat(means)  # (N, d)
-    return int((mu.var(0) > threshold).sum().item())
+    """How many latent dimensions j have Cov_x(E_q[z_j|x]) > ``threshold`` (Burda et al.),
+    over all layers (:func:`active_units_by_site` counts each); E_q[z|x] by 256 samples where
+    the guide has no closed-form mean (flows)."""
+    return sum(active_units_by_site(guide, x, y, threshold, batch_size).values())

@@ -12,7 +12,8 @@ class STL(ParticleELBO):
     """``elbo-stl``: L^A = (1/K) Σ_k [log p(x, z_k) − log q_φ(z_k|x)] with log q at stop-grad(φ).
 
     Dropping the score term ∇_φ log q_φ(z)|_z (zero in expectation) leaves an unbiased gradient
-    that is exactly zero when q is the true posterior.
+    that is exactly zero when q is the true posterior. Only the guide's parameters are stopped:
+    with several sites log q_φ̄(z2|z1) keeps z1's path (see ``Particles.log_q_stop``).
     """
 
     def bound(self, p: Particles) -> torch.Tensor:

@@ -1,4 +1,5 @@
-"""Probabilistic PCA: z ~ N(0, I_d), x|z ~ N(Wz + b, σ² I_D) — exact log p(x) and posterior.
+"""Probabilistic PCA: z ~ N(0, I_d), x|z ~ N(Wz + b, σ² I_D) — exact log p(x) and posterior;
+and its two-layer version z2 → z1 → x with the exact two-site posterior as a guide.
 
 The ground truth for the estimators: every bound can be checked against the closed forms.
 """
@@ -104,3 +105,107 @@ class ExactPosteriorGuide(LocalPyroModule):
         with pyro.plate("data", x.shape[0]):
             loc = (x - self.b) @ self.A.T
             return pyro.sample("z", dist.MultivariateNormal(loc, scale_tril=self.scale_tril))
+
+
+class HierarchicalLinearGaussian(LocalPyroModule):
+    """Two linear-Gaussian layers, z2 → z1 → x — exact log p(x) and posterior:
+
+        z2 ~ N(0, I),  z1 | z2 ~ N(V z2 + c, τ² I),  x | z1 ~ N(W z1 + b, σ² I),
+
+    sites ``"z2"``, ``"z1"``, ``"x"`` (drawn top down) in plate ``"data"``; V (d1, d2), c (d1,),
+    W (D, d1), b (D,), τ, σ > 0. The ground truth for estimators on a guide whose sites depend on
+    each other: its exact posterior p(z1|x) p(z2|z1) is such a guide.
+    """
+
+    def __init__(
+        self,
+        V: torch.Tensor,
+        c: torch.Tensor,
+        tau: float | torch.Tensor,
+        W: torch.Tensor,
+        b: torch.Tensor,
+        sigma: float | torch.Tensor,
+    ) -> None:
+        super().__init__()
+        # z1 | z2 is itself probabilistic PCA with latent z2: its marginal and posterior are those
+        self.top = LinearGaussian(V, c, tau)
+        self.W = nn.Parameter(W.clone())
+        self.b = nn.Parameter(b.clone())
+        self.log_sigma = nn.Parameter(torch.as_tensor(sigma, dtype=W.dtype).log().clone())
+
+    @property
+    def sigma(self) -> torch.Tensor:
+        return self.log_sigma.exp()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        top = self.top
+        with pyro.plate("data", x.shape[0]):
+            d2 = top.W.shape[1]
+            z2 = pyro.sample("z2", dist.Normal(x.new_zeros(d2), x.new_ones(d2)).to_event(1))
+            z1 = pyro.sample("z1", dist.Normal(z2 @ top.W.T + top.b, top.sigma).to_event(1))
+            pyro.sample("x", dist.Normal(z1 @ self.W.T + self.b, self.sigma).to_event(1), obs=x)
+        return z1
+
+    def marginal(self) -> dist.MultivariateNormal:
+        """p(x) = N(W c + b, W S Wᵀ + σ² I), S = V Vᵀ + τ² I the covariance of z1."""
+        z1 = self.top.marginal()  # N(c, S)
+        cov = self.W @ z1.covariance_matrix @ self.W.T
+        eye = torch.eye(cov.shape[0], dtype=cov.dtype, device=cov.device)
+        return dist.MultivariateNormal(z1.loc @ self.W.T + self.b, cov + self.sigma**2 * eye)
+
+    def log_marginal(self, x: torch.Tensor) -> torch.Tensor:
+        """Exact log p(x) per datapoint, shape (B,)."""
+        return self.marginal().log_prob(x)
+
+    def posterior_maps(self) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
+        """((A1, m1, Σ1), (A2, m2, Σ2)) with p(z1|x) = N(A1 x + m1, Σ1) and
+        p(z2|z1, x) = p(z2|z1) = N(A2 z1 + m2, Σ2) (x depends on z2 only through z1).
+
+        Σ1 = (S⁻¹ + WᵀW/σ²)⁻¹, A1 = Σ1 Wᵀ/σ², m1 = c − A1 (W c + b); (A2, Σ2) is the top
+        layer's posterior map (M = VᵀV + τ² I), m2 = −A2 c.
+        """
+        z1 = self.top.marginal()  # N(c, S)
+        s2 = self.sigma**2
+        precision = torch.linalg.inv(z1.covariance_matrix) + self.W.T @ self.W / s2
+        cov1 = torch.linalg.inv(precision)
+        A1 = cov1 @ self.W.T / s2
+        m1 = z1.loc - A1 @ (self.W @ z1.loc + self.b)
+        A2, cov2 = self.top.posterior_map()
+        return (A1, m1, cov1), (A2, -A2 @ self.top.b, cov2)
+
+
+class HierarchicalLinearGuide(LocalPyroModule):
+    """q(z1|x) q(z2|z1) = N(A1 x + m1, L1 L1ᵀ) N(A2 z1 + m2, L2 L2ᵀ), sites ``"z1"``, ``"z2"``
+    in plate ``"data"``; every map is a parameter (L1, L2 through their lower triangles).
+
+    :meth:`exact` starts it at a :class:`HierarchicalLinearGaussian`'s exact posterior, where
+    log w = log p(x) for every (z1, z2): every bound is exact and the STL / DReG encoder
+    gradients are zero for every draw.
+    """
+
+    def __init__(
+        self,
+        A1: torch.Tensor,
+        m1: torch.Tensor,
+        L1: torch.Tensor,
+        A2: torch.Tensor,
+        m2: torch.Tensor,
+        L2: torch.Tensor,
+    ) -> None:
+        super().__init__()
+        self.A1, self.m1, self.L1 = (nn.Parameter(t.detach().clone()) for t in (A1, m1, L1))
+        self.A2, self.m2, self.L2 = (nn.Parameter(t.detach().clone()) for t in (A2, m2, L2))
+
+    @classmethod
+    def exact(cls, model: HierarchicalLinearGaussian) -> HierarchicalLinearGuide:
+        with torch.no_grad():
+            (A1, m1, cov1), (A2, m2, cov2) = model.posterior_maps()
+            chol = torch.linalg.cholesky
+            return cls(A1, m1, chol(cov1), A2, m2, chol(cov2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with pyro.plate("data", x.shape[0]):
+            q1 = dist.MultivariateNormal(x @ self.A1.T + self.m1, scale_tril=self.L1.tril())
+            z1 = pyro.sample("z1", q1)  # (…, B, d1)
+            q2 = dist.MultivariateNormal(z1 @ self.A2.T + self.m2, scale_tril=self.L2.tril())
+            return pyro.sample("z2", q2)

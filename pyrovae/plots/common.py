@@ -114,5 +114,21 @@ def decode(model, z: torch.Tensor, y: torch.Tensor | int | None = None) -> torch
 
 
 def latent_dim(model) -> int:
+    """The size of the code the decoder reads: z, or z1 with several stochastic layers."""
+    layers = getattr(model, "layers", None)
+    if layers:
+        return int(layers[0].latent_dim)
     with torch.no_grad():
         return int(model.prior().event_shape[-1])
+
+
+def sites(module) -> tuple[str, ...]:
+    """A model's or guide's latent sites, bottom first (``("z",)`` when it does not say)."""
+    return tuple(getattr(module, "sites", ("z",)))
+
+
+def layer_note(module) -> str | None:
+    """With several stochastic layers, which one a figure of codes shows (the bottom one, which
+    the decoder reads), e.g. ``z1, the bottom of 2 stochastic layers``; None for one layer."""
+    names = sites(module)
+    return f"{names[0]}, the bottom of {len(names)} stochastic layers" if len(names) > 1 else None

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 GROUPS = (("encoder", "encoder φ"), ("decoder", "decoder θ"))
+LAYER_STYLES = ("s--", "^:", "v-.")  # per stochastic layer, in snr_vs_k
 
 
 def training_curves(histories: Mapping[str, Sequence[dict[str, Any]]]) -> Figure:
@@ -94,15 +95,23 @@ def snr_vs_k(rows: Sequence[Mapping[str, Any]]) -> Figure:
 
     SNR = mean over components of |E g| / std g (Rainforth et al. 2018), from the rows of
     :func:`pyrovae.runs.diagnose_run`. For IWAE the encoder's SNR decays as O(1/√K)
-    while the decoder's grows as O(√K); DReG's encoder SNR does not decay.
+    while the decoder's grows as O(√K); DReG's encoder SNR does not decay. Rows of a model with
+    several stochastic layers also hold ``encoder/z1``, …: each layer is drawn too, in the
+    estimator's colour with its own line style, labelled by layer.
     """
     fig = new_figure(9, 3.5, left=0.8)
     axes = fig.subplots(1, 2)
     groups = _by_estimator(rows)
     for ax, (group, title) in zip(axes, GROUPS, strict=True):
+        layers = sorted({key for r in rows for key in r if key.startswith(f"{group}/")})
         for i, (name, g) in enumerate(groups.items()):
             ks = [r["num_particles"] for r in g]
             ax.plot(ks, [r[group]["snr"] for r in g], "o-", color=f"C{i % 10}", label=name)
+            for j, layer in enumerate(layers):
+                snr = [r[layer]["snr"] for r in g]
+                style = LAYER_STYLES[j % len(LAYER_STYLES)]
+                site = layer.split("/", 1)[1]
+                ax.plot(ks, snr, style, color=f"C{i % 10}", label=f"{name}, {site} only")
         _k_axis(ax, [r["num_particles"] for r in rows])
         ax.set_yscale("log")
         ax.set_title(f"gradient SNR, {title}", fontsize=9)

@@ -17,6 +17,8 @@ from pyrovae.plots.common import (
     image_shape,
     label_tensor,
     latent_dim,
+    layer_note,
+    sites,
 )
 from pyrovae.plots.grids import as_images, image_grid
 from pyrovae.plots.latents import latent_codes
@@ -30,13 +32,16 @@ TRAVERSAL_DIMS = 10
 def reconstructions(model, guide, x: torch.Tensor, y: torch.Tensor | int | None = None) -> Figure:
     """Originals x (top row) above their reconstructions E_θ[x | z = E_q[z|x]] (bottom row).
 
-    ``y``: (N,) labels (or one label for all) for a conditional model.
+    ``y``: (N,) labels (or one label for all) for a conditional model. With several stochastic
+    layers the code is the bottom layer's E_q[z1|x], as the title says.
     """
     shape = image_shape(model)
     x = as_rows(x, shape)
     recon = decode(model, latent_codes(guide, x, y), y)  # (N, D)
     images = torch.cat([as_images(x, shape), as_images(recon, shape)])
-    return image_grid(images, x.shape[0], row_labels=["original", "reconstruction"])
+    note = layer_note(guide)
+    title = f"reconstructions at E_q[z1|x] ({note})" if note else None
+    return image_grid(images, x.shape[0], row_labels=["original", "reconstruction"], title=title)
 
 
 def prior_samples(
@@ -48,21 +53,31 @@ def prior_samples(
     row_labels: Sequence[str] | None = None,
 ) -> Figure:
     """``num`` images E_θ[x|z], z ~ p(z) (:meth:`VAE.generate`, global RNG); ``y``: (num,)
-    labels (or one label) for a conditional model."""
+    labels (or one label) for a conditional model. With several stochastic layers the draw is
+    ancestral (z_L ~ p(z_L), …, z1 ~ p(z1|z2)), as the title says."""
     device = next(model.parameters()).device
     with evaluating(model):
         images = model.generate(num, label_tensor(y, num, device))  # (num, D)
-    return image_grid(as_images(images, image_shape(model)), cols, row_labels=row_labels)
+    names = sites(model)
+    title = None
+    if len(names) > 1:
+        chain = " → ".join(names[::-1])
+        title = f"ancestral samples {chain} → x, E[x|{names[0]}]"
+    return image_grid(
+        as_images(images, image_shape(model)), cols, row_labels=row_labels, title=title
+    )
 
 
 def manifold(model, n: int = 20, limit: float = 3.0, y: torch.Tensor | int | None = None) -> Figure:
     """E_θ[x|z] over an n × n grid of z ∈ [−limit, limit]² (2-D latent only): z₁ grows to the
-    right, z₂ upwards. ``y``: one label for a conditional model."""
+    right, z₂ upwards. ``y``: one label for a conditional model. With several stochastic layers
+    the grid is over the bottom layer z1 (2-D), as the title says."""
     if n < 1:
         raise PyroVAEError(f"the manifold needs n ≥ 1 points per axis, got {n}")
     d = latent_dim(model)
     if d != 2:
         raise PyroVAEError(f"the manifold figure needs a 2-D latent space, this model's is {d}-D")
+    note = layer_note(model)
     device = next(model.parameters()).device
     values = torch.linspace(-limit, limit, n, device=device)
     z2, z1 = torch.meshgrid(values.flip(0), values, indexing="ij")  # top row: z₂ = +limit
@@ -75,7 +90,11 @@ def manifold(model, n: int = 20, limit: float = 3.0, y: torch.Tensor | int | Non
         n,
         row_labels=ticks[::-1],
         col_labels=ticks,
-        title=f"E[x|z]: z₁ along columns, z₂ up rows, in [−{limit:g}, {limit:g}]",
+        title=(
+            f"E[x|z1]: z1[0] along columns, z1[1] up rows, in [−{limit:g}, {limit:g}] ({note})"
+            if note
+            else f"E[x|z]: z₁ along columns, z₂ up rows, in [−{limit:g}, {limit:g}]"
+        ),
         tile_inches=min(0.5, 7.0 / n),
     )
 
@@ -116,7 +135,8 @@ def traversal(
 
     ``dims`` default to the first min(d, 10); training's figure passes the most active ones
     (largest Var_x E_q[z_j|x] over the test images). ``x`` is one image (D,) or (1, D); ``y``
-    its label for a conditional model.
+    its label for a conditional model. With several stochastic layers z is the bottom layer's
+    z1: rows ``z1[j]``, and the title says so.
     """
     shape = image_shape(model)
     x = as_rows(x, shape)[:1]
@@ -133,11 +153,13 @@ def traversal(
     for row, j in enumerate(dims):
         z[row, :, j] = values
     images = decode(model, z.reshape(-1, d), y)  # (J·V, D)
+    note = layer_note(guide)
     return image_grid(
         as_images(images, shape),
         v,
-        row_labels=[f"z{j}" for j in dims],
+        row_labels=[f"z1[{j}]" if note else f"z{j}" for j in dims],
         col_labels=[f"{u:.1f}" for u in values.tolist()],
+        title=f"traversal of {note}" if note else None,
     )
 
 

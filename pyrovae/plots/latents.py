@@ -66,9 +66,15 @@ def _label_legend(target, labels: torch.Tensor, **kwargs: Any) -> None:
     target.legend(handles=handles, title="label", fontsize=7, title_fontsize=7, **kwargs)
 
 
-def latent_scatter(codes: torch.Tensor, labels: torch.Tensor, title: str | None = None) -> Figure:
+def latent_scatter(
+    codes: torch.Tensor,
+    labels: torch.Tensor,
+    title: str | None = None,
+    axis_names: tuple[str, str] = ("z₁", "z₂"),
+) -> Figure:
     """Codes (N, d), d ≥ 2, as a scatter of (z_1, z_2) coloured by label; for d > 2 only the
-    first two dimensions are drawn, as the axis labels say."""
+    first two dimensions are drawn, as the axis labels say. ``axis_names`` label the two
+    dimensions (say ``("z1[0]", "z1[1]")`` for a layer z1)."""
     if codes.dim() != 2 or codes.shape[1] < 2:
         raise PyroVAEError(f"latent_scatter needs (N, d ≥ 2) codes, got {tuple(codes.shape)}")
     fig = new_figure(4.8, 4, right=0.8)
@@ -76,8 +82,8 @@ def latent_scatter(codes: torch.Tensor, labels: torch.Tensor, title: str | None 
     _scatter_by_label(ax, codes, labels, size=4)
     d = codes.shape[1]
     suffix = f" (dims 1–2 of {d})" if d > 2 else ""
-    ax.set_xlabel(f"z₁{suffix}")
-    ax.set_ylabel(f"z₂{suffix}")
+    ax.set_xlabel(f"{axis_names[0]}{suffix}")
+    ax.set_ylabel(f"{axis_names[1]}{suffix}")
     if title:
         ax.set_title(title, fontsize=9)
     _label_legend(ax, labels, loc="center left", bbox_to_anchor=(1.0, 0.5))
@@ -90,10 +96,12 @@ def latent_snapshots(
     labels: torch.Tensor,
     *,
     max_panels: int = 12,
+    title: str | None = None,
 ) -> Figure:
     """Codes (E, N, 2) recorded at ``epochs`` as a grid of scatters titled "epoch e", on common
     axes, to show how q's means arrange themselves over training. With more than
-    ``max_panels`` snapshots, evenly spaced ones are drawn (the first and last always)."""
+    ``max_panels`` snapshots, evenly spaced ones are drawn (the first and last always).
+    ``title`` goes above the grid (say which layer's codes these are)."""
     e = codes.shape[0]
     if codes.dim() != 3 or codes.shape[2] != 2 or len(epochs) != e or e == 0:
         raise PyroVAEError(
@@ -117,4 +125,6 @@ def latent_snapshots(
     axes[0].set_xlim(float(low[0] - margin[0]), float(high[0] + margin[0]))
     axes[0].set_ylim(float(low[1] - margin[1]), float(high[1] + margin[1]))
     _label_legend(fig, labels, loc="center right")
+    if title:
+        fig.suptitle(title, fontsize=9)
     return fig

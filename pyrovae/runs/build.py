@@ -11,12 +11,13 @@ from pyrovae.core.memory import available_bytes, format_bytes
 from pyrovae.core.registry import lookup
 from pyrovae.core.runtime import get_rng_state, set_rng_state
 from pyrovae.data.base import square_shape
-from pyrovae.guides.families import GUIDES
+from pyrovae.guides.families import GUIDES, DiagonalNormal
 from pyrovae.guides.guide import AmortizedGuide
+from pyrovae.guides.layers import StochasticLayer
 from pyrovae.models.likelihoods import get_likelihood
 from pyrovae.models.prior import PRIORS
 from pyrovae.models.vae import VAE
-from pyrovae.nets import NETS
+from pyrovae.nets import MLP, NETS
 from pyrovae.runs.config import TrainConfig
 
 
@@ -33,27 +34,41 @@ def build_model_and_guide(
 
     With ``config.conditional`` the encoder sees [x, onehot(y)] and the decoder [z, onehot(y)]
     for ``num_classes`` labels; the prior stays p(z).
+
+    With several latent sizes d1, …, dL (bottom first) both get L stochastic layers (Burda et
+    al. 2015): the encoder and decoder above connect x and z1 as for one layer; between z_{l−1}
+    and z_l an MLP over ``config.layer_hidden`` gives the guide's q(z_l|z_{l−1}) (the
+    ``config.guide`` family) and one over those sizes reversed the model's diagonal-Normal
+    p(z_{l−1}|z_l); the prior is over z_L.
     """
     shape = tuple(image_shape) if image_shape is not None else square_shape(num_pixels)
+    dims = config.latent_dims
+    family_cls = lookup(GUIDES, config.guide, "guide")
     likelihood = get_likelihood(config.likelihood, config.pixels)(num_pixels)
-    family = lookup(GUIDES, config.guide, "guide")(config.latent_dim)
+    family = family_cls(dims[0])
     encoder_cls, decoder_cls = lookup(NETS, config.net, "network")
     labels = num_classes if config.conditional else 0
     encoder = encoder_cls(
         num_pixels + labels, config.hidden, family.num_params, config.activation, image_shape=shape
     )
     decoder = decoder_cls(
-        config.latent_dim + labels,
+        dims[0] + labels,
         config.hidden[::-1],
         num_pixels * likelihood.params_per_pixel,
         config.activation,
         image_shape=shape,
     )
-    guide = AmortizedGuide(encoder, family, num_classes=labels)
-    prior = lookup(PRIORS, config.prior, "prior")(
-        config.latent_dim, guide=guide, num_pixels=num_pixels
-    )
-    return VAE(prior, decoder, likelihood, num_classes=labels, image_shape=shape), guide
+    hidden, act = config.layer_hidden, config.activation
+    up, down = [], []  # q(z_l|z_{l−1}) and p(z_{l−1}|z_l), l = 2…L
+    for below, above in zip(dims[:-1], dims[1:], strict=True):
+        q = family_cls(above)
+        up.append(StochasticLayer(MLP(below, hidden, q.num_params, act), q))
+        p = DiagonalNormal(below)
+        down.append(StochasticLayer(MLP(above, hidden[::-1], p.num_params, act), p))
+    guide = AmortizedGuide(encoder, family, num_classes=labels, layers=up)
+    prior = lookup(PRIORS, config.prior, "prior")(dims[-1], guide=guide, num_pixels=num_pixels)
+    model = VAE(prior, decoder, likelihood, num_classes=labels, image_shape=shape, layers=down)
+    return model, guide
 
 
 # Bytes per parameter while training: the float32 value, its gradient and Adam's two moments.
@@ -89,7 +104,8 @@ def estimate_memory(
         set_rng_state(state)
     params = {id(p): p.numel() for m in (model, guide) for p in m.parameters()}
     widths = sum(config.hidden) * 2 + num_pixels * (2 + model.likelihood.params_per_pixel)
-    widths += guide.family.num_params + config.latent_dim
+    widths += guide.family.num_params + 3 * sum(config.latent_dims)
+    widths += 2 * sum(config.layer_hidden) * (len(config.latent_dims) - 1)
     rows = config.batch_size * config.num_particles
     return BYTES_PER_PARAMETER * sum(params.values()) + BYTES_PER_ACTIVATION * rows * widths
 
@@ -107,7 +123,8 @@ def check_fits(
     if free is not None and need > free:
         raise PyroVAEError(
             f"this model needs about {format_bytes(need)} to train (--hidden "
-            f"{' '.join(map(str, config.hidden))}, --latent-dim {config.latent_dim}, "
+            f"{' '.join(map(str, config.hidden))}, --latent-dim "
+            f"{' '.join(map(str, config.latent_dims))}, "
             f"--batch-size {config.batch_size}, --num-particles {config.num_particles}), more "
             f"than the {format_bytes(free)} free on {device}; choose smaller sizes"
         )

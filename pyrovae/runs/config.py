@@ -61,8 +61,13 @@ class TrainConfig:
     kl_warmup: int = _opt(0, "anneal β linearly from 0 over this many steps (0: constant β)")
     conditional: bool = _opt(False, "conditional VAE: p(x|z,y), q(z|x,y) with the label y")
     autoencoder: bool = _opt(False, "deterministic autoencoder baseline: z = encoder mean, no KL")
-    latent_dim: int = _opt(50, "latent size d")
+    latent_dim: int | tuple[int, ...] = _opt(
+        50, "latent size d; several values, bottom first, stack stochastic layers (100 50)"
+    )
     hidden: tuple[int, ...] = _opt((400, 400), "hidden layer sizes of encoder and decoder")
+    upper_hidden: tuple[int, ...] = _opt(
+        (), "hidden sizes of the networks between stochastic layers; () for the --hidden sizes"
+    )
     activation: str = _opt("relu", f"activation: {', '.join(ACTIVATIONS)}")
     epochs: int = _opt(10, "number of epochs (with --resume: the total to reach)")
     batch_size: int = _opt(128, "mini-batch size")
@@ -98,6 +103,14 @@ class TrainConfig:
             raise PyroVAEError(f"--test-fraction must be in (0, 1), got {self.test_fraction}")
         if self.workers < 0:
             raise PyroVAEError(f"--workers must be 0 or more, got {self.workers}")
+        object.__setattr__(self, "upper_hidden", tuple(self.upper_hidden))
+        dims = (self.latent_dim,) if isinstance(self.latent_dim, int) else tuple(self.latent_dim)
+        if not dims:
+            raise PyroVAEError("--latent-dim needs one size per stochastic layer, got none")
+        if min(dims) < 1:
+            shown = dims[0] if len(dims) == 1 else " ".join(map(str, dims))
+            raise PyroVAEError(f"--latent-dim must be at least 1, got {shown}")
+        object.__setattr__(self, "latent_dim", dims[0] if len(dims) == 1 else dims)
         lookup(PIXEL_MODES, self.pixels, "pixel mode")
         lookup(ESTIMATORS, self.estimator, "estimator")
         if self.autoencoder:  # composed, not a new model: a point-mass guide and no KL
@@ -117,10 +130,20 @@ class TrainConfig:
             raise PyroVAEError("--prior vamp needs a guide with a density; not --guide delta")
         if self.conditional and self.prior == "vamp":
             raise PyroVAEError("--prior vamp needs q(z|u) without labels; use it unconditionally")
+        if self.guide == "delta" and len(dims) > 1:
+            raise PyroVAEError(
+                "--guide delta (the autoencoder) has one latent layer: with β = 0 nothing above "
+                "z1 is trained; give one --latent-dim"
+            )
+        if self.prior == "vamp" and len(dims) > 1:
+            raise PyroVAEError(
+                "--prior vamp needs one stochastic layer (its components are q(z|u)); "
+                "give one --latent-dim"
+            )
         make_estimator(self.estimator, self.num_particles)  # e.g. a baseline that needs K ≥ 2
         lookup(ACTIVATIONS, self.activation, "activation")
         get_likelihood(self.likelihood, self.pixels)
-        for name in ("num_particles", "latent_dim", "epochs", "batch_size"):
+        for name in ("num_particles", "epochs", "batch_size"):
             if getattr(self, name) < 1:
                 flag = "--" + name.replace("_", "-")
                 raise PyroVAEError(f"{flag} must be at least 1, got {getattr(self, name)}")
@@ -128,6 +151,8 @@ class TrainConfig:
             raise PyroVAEError(f"--train-subset must be at least 1, got {self.train_subset}")
         if not self.hidden or min(self.hidden) < 1:
             raise PyroVAEError(f"--hidden needs one or more positive sizes, got {self.hidden}")
+        if self.upper_hidden and min(self.upper_hidden) < 1:
+            raise PyroVAEError(f"--upper-hidden needs positive sizes, got {self.upper_hidden}")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise PyroVAEError(f"--lr must be a positive number, got {self.lr}")
         lookup(LR_SCHEDULES, self.lr_schedule, "learning-rate schedule")
@@ -146,10 +171,22 @@ class TrainConfig:
         if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
             raise PyroVAEError(f"--device must be cpu, cuda or auto, got {self.device!r}")
 
+    @property
+    def latent_dims(self) -> tuple[int, ...]:
+        """One latent size per stochastic layer, bottom first."""
+        return (self.latent_dim,) if isinstance(self.latent_dim, int) else self.latent_dim
+
+    @property
+    def layer_hidden(self) -> tuple[int, ...]:
+        """Hidden sizes of the networks between stochastic layers."""
+        return self.upper_hidden or self.hidden
+
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
-        d["hidden"] = list(self.hidden)
-        d["adam_betas"] = list(self.adam_betas)
+        for name in ("hidden", "upper_hidden", "adam_betas"):
+            d[name] = list(d[name])
+        if not isinstance(self.latent_dim, int):
+            d["latent_dim"] = list(self.latent_dim)
         if self.image_size is not None:
             d["image_size"] = list(self.image_size)
         return d

@@ -36,7 +36,8 @@ def diagnose_run(
 
     The batch is the first ``batch_size`` test images; each row draws ``samples`` gradients
     under seed 0 (:func:`~pyrovae.inference.diagnostics.gradient_statistics`). Rows hold
-    ``estimator``, ``num_particles`` and, per group (``encoder`` φ, ``decoder`` θ), ``snr``
+    ``estimator``, ``num_particles`` and, per group (``encoder`` φ, ``decoder`` θ; with several
+    stochastic layers also ``encoder/z1``, ``decoder/z1``, … per layer), ``snr``
     (mean over components of |E g| / std g), ``variance_mean`` and ``mean_norm`` ‖E g‖.
     Also added to the run's ``diagnostics.json`` with the checkpoint's ``epoch`` (rows of the
     same setting replace earlier ones). ``progress``: a bar over all gradients drawn.

@@ -10,7 +10,7 @@ from pyrovae.core.errors import PyroVAEError, check_at_least
 from pyrovae.core.files import check_writable
 from pyrovae.core.labels import labels_for
 from pyrovae.inference.evaluate import bits_per_dim, evaluate_elbo
-from pyrovae.inference.marginal import active_units, log_marginal_likelihood
+from pyrovae.inference.marginal import active_units_by_site, log_marginal_likelihood
 from pyrovae.runs.folder import run_lock, write_evaluation
 from pyrovae.runs.load import first_test_images, load_run
 
@@ -40,7 +40,8 @@ def evaluate_run(
     ``log_px``: log p(x) ≈ log (1/K) Σ_k p(x, z_k)/q(z_k|x), K = ``num_samples`` (0 skips it),
     with ``log_px_stderr`` (over images), ``log_px_mc_stderr`` (Monte Carlo) and ``ess``;
     ``test_elbo_bpd`` and ``log_px_bpd``: the same in bits per dimension, −log p / (D ln 2);
-    ``active_units``: latent dimensions with Cov_x(E_q[z_j|x]) > 0.01, out of ``latent_dim``.
+    ``active_units``: latent dimensions with Cov_x(E_q[z_j|x]) > 0.01, out of ``latent_dim``
+    (with several stochastic layers, both are lists: one count and size per layer, bottom first).
     ``test_subset=N`` uses the first N test images only (from one image: no stderr, no active
     units, recorded as null).
     """
@@ -82,7 +83,10 @@ def _evaluate(path, device, data_dir, download, num_samples, test_subset, progre
             log_px_mc_stderr=lml["mc_stderr"],
             ess=lml["ess"],
         )
-    # a covariance over one image is undefined
-    figures["active_units"] = active_units(guide, x, y) if x.shape[0] > 1 else None
-    figures["latent_dim"] = config.latent_dim
+    active = None  # a covariance over one image is undefined
+    if x.shape[0] > 1:
+        active = list(active_units_by_site(guide, x, y).values())
+        active = active[0] if len(active) == 1 else active
+    figures["active_units"] = active
+    figures["latent_dim"] = config.to_dict()["latent_dim"]
     return figures

@@ -14,6 +14,7 @@ from pyrovae import plots
 from pyrovae.core.labels import labels_for
 from pyrovae.core.runtime import seeded
 from pyrovae.data.base import TrainingData
+from pyrovae.plots.common import layer_note
 from pyrovae.runs.folder import (
     DIAGNOSTICS,
     EVALUATION,
@@ -80,7 +81,9 @@ def standard_figures(
     """A run's figures into ``out``: training_curves, reconstructions (the first 8 test
     images), samples (a conditional VAE: one row per class), traversal (of the first test
     image along its 10 most active dimensions); with a 2-D latent space also latent (codes of
-    the first 2000 test images), manifold and latent_snapshots (from ``latents``)."""
+    the first 2000 test images), manifold and latent_snapshots (from ``latents``). With several
+    stochastic layers the codes are the bottom layer's z1 (the decoder's input), the samples
+    ancestral, and each figure's title says so."""
     written = []
 
     def save(name: str, fig) -> None:
@@ -112,13 +115,22 @@ def standard_figures(
         activity = codes.var(0) if n > 1 else codes.new_zeros(d)
         dims = activity.argsort(descending=True)[: plots.TRAVERSAL_DIMS].tolist()
         save("traversal.png", plots.traversal(model, guide, x[0], dims, y=_head(y, 1)))
+        note = layer_note(guide)  # several stochastic layers: the codes are z1's
         if d == 2:
             labels = data.test_y[:n]
-            save("latent.png", plots.latent_scatter(codes, labels, "E_q[z|x], test images"))
+            if note:
+                title, names = f"E_q[z1|x] ({note}), test images", ("z1[0]", "z1[1]")
+                fig = plots.latent_scatter(codes, labels, title, axis_names=names)
+            else:
+                fig = plots.latent_scatter(codes, labels, "E_q[z|x], test images")
+            save("latent.png", fig)
             save("manifold.png", plots.manifold(model, y=0 if model.num_classes else None))
         if latents is not None and len(latents["epochs"]):
             fig = plots.latent_snapshots(
-                latents["epochs"].tolist(), latents["codes"], latents["labels"]
+                latents["epochs"].tolist(),
+                latents["codes"],
+                latents["labels"],
+                title=f"E_q[z1|x] ({note})" if note else None,
             )
             save("latent_snapshots.png", fig)
     return written

@@ -61,7 +61,7 @@ def _optimizer(config: TrainConfig, model, guide):
 def _train(config, path, model, guide, optimizer, data, start_epoch, history, progress, figures):
     history = list(history)
     snapshots = None
-    if figures and config.latent_dim == 2:
+    if figures and config.latent_dims[0] == 2:  # codes of z (or of the bottom layer z1)
         snapshots = LatentSnapshots(path, model, guide, data, start_epoch)
 
     def checkpoint(record: dict[str, Any]) -> None:
