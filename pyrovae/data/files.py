@@ -36,6 +36,7 @@ class DatasetSpec:
     torchvision_class: type[datasets.MNIST]
     system_dirs: tuple[str, ...] = ()
     system_package: str | None = None
+    description: str = ""  # one line for --help
 
     @property
     def folder(self) -> str:
@@ -44,9 +45,14 @@ class DatasetSpec:
 
 DATASETS: dict[str, DatasetSpec] = {
     "fashion-mnist": DatasetSpec(
-        datasets.FashionMNIST, ("/usr/share/datasets/fashion-mnist",), "dataset-fashion-mnist"
+        datasets.FashionMNIST,
+        ("/usr/share/datasets/fashion-mnist",),
+        "dataset-fashion-mnist",
+        "Zalando's 28×28 clothing images, 60 000 + 10 000 test, 10 classes",
     ),
-    "mnist": DatasetSpec(datasets.MNIST),
+    "mnist": DatasetSpec(
+        datasets.MNIST, description="28×28 handwritten digits, 60 000 + 10 000 test, 10 classes"
+    ),
 }
 
 

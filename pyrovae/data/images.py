@@ -21,12 +21,19 @@ class PixelMode:
 
     binary: bool
     resample: bool
+    description: str = ""  # one line for --help
 
 
 PIXEL_MODES: dict[str, PixelMode] = {
-    "dynamic": PixelMode(binary=True, resample=True),
-    "static": PixelMode(binary=True, resample=False),
-    "grey": PixelMode(binary=False, resample=False),
+    "dynamic": PixelMode(
+        binary=True, resample=True, description="x ~ Bernoulli(intensity), redrawn every epoch"
+    ),
+    "static": PixelMode(
+        binary=True, resample=False, description="x ~ Bernoulli(intensity), drawn once (seeded)"
+    ),
+    "grey": PixelMode(
+        binary=False, resample=False, description="intensities in [0, 1] as they are"
+    ),
 }
 
 

@@ -14,6 +14,8 @@ from pyrovae.inference.particles import Particles, log_mean_exp
 class IWAE(ParticleELBO):
     """``iwae``: L_K with its reparameterized gradient Σ_k w̃_k ∇ log w_k, w̃ = w / Σ_j w_j."""
 
+    description = "importance-weighted bound L_K = log (1/K) Σ_k w_k, tighter than the ELBO"
+
     def bound(self, p: Particles) -> torch.Tensor:
         return log_mean_exp(p.log_w, dim=0).sum()
 
@@ -30,6 +32,8 @@ class DReG(IWAE):
     Built as S = Σ w̃ log w̄ (θ-gradient of IWAE) plus ⟨g, z⟩ with g = ∂/∂z Σ (w̃² − w̃) log w̄
     held constant, which turns S's pathwise φ-gradient from w̃-weighted into w̃²-weighted.
     """
+
+    description = "L_K with the doubly-reparameterized encoder gradient: SNR not decaying in K"
 
     traceable = False  # g is a gradient taken inside the loss: a recorded graph cannot hold it
 

@@ -15,6 +15,8 @@ class STL(ParticleELBO):
     that is exactly zero when q is the true posterior.
     """
 
+    description = "ELBO with the sticking-the-landing gradient (the score term dropped)"
+
     def bound(self, p: Particles) -> torch.Tensor:
         return p.log_w.mean(0).sum()
 

@@ -32,6 +32,8 @@ class ConvEncoder(nn.Module):
     gives 7×7, flattened to 3136 features.
     """
 
+    description = "two stride-2 convolutions 28 → 14 → 7, then --hidden; 28×28 images"
+
     def __init__(
         self, in_dim: int, hidden: Sequence[int], out_dim: int, activation: str = "relu"
     ) -> None:

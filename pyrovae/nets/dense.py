@@ -34,6 +34,8 @@ def mlp(sizes: Sequence[int], activation: str = "relu") -> nn.Sequential:
 class MLP(nn.Module):
     """``in_dim → hidden… → out_dim``; leading dims (particles, batch) pass through."""
 
+    description = "fully connected layers of the --hidden sizes (reversed in the decoder)"
+
     def __init__(
         self, in_dim: int, hidden: Sequence[int], out_dim: int, activation: str = "relu"
     ) -> None:
