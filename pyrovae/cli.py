@@ -1,8 +1,10 @@
 """``pyrovae train`` / ``evaluate`` / ``diagnose`` / ``sample`` / ``plot``: a thin layer over
 :mod:`pyrovae.runs`.
 
-The train flags are generated from :class:`~pyrovae.runs.config.TrainConfig`'s fields; ``train``
-also draws the run's figures into ``RUN_DIR/figures/`` (``--no-figures`` skips them).
+The train flags are generated from :class:`~pyrovae.runs.config.TrainConfig`'s fields (a flag that
+names a registry entry lists every entry with its one-line description); ``--config FILE`` reads
+them from a JSON or TOML file first. ``train`` also draws the run's figures into
+``RUN_DIR/figures/`` (``--no-figures`` skips them), and ``--tensorboard`` logs each epoch.
 ``pyrovae plot RUN_DIR`` redraws one run's figures; ``pyrovae plot RUN_DIR RUN_DIR … --out DIR``
 overlays several runs' training curves. Bad input prints one line ``pyrovae: error: …`` on
 stderr and exits with status 2.
@@ -12,10 +14,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 import sys
+import textwrap
 import types
 import typing
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -23,6 +27,9 @@ import torch
 
 from pyrovae.core.errors import PyroVAEError, first_line
 from pyrovae.core.files import os_error
+from pyrovae.core.registry import describe
+from pyrovae.inference.estimators import ESTIMATORS
+from pyrovae.inference.report import test_figure
 from pyrovae.runs import (
     LOG_PX_SAMPLES,
     TrainConfig,
@@ -34,14 +41,38 @@ from pyrovae.runs import (
     train_run,
 )
 from pyrovae.runs.config import PRESETS, preset_config
-from pyrovae.runs.folder import DIAGNOSTICS, EVALUATION, FIGURES
+from pyrovae.runs.config_file import read_config_file
+from pyrovae.runs.folder import DIAGNOSTICS, EVALUATION, FIGURES, read_config
 from pyrovae.runs.load import OTHER_DATA_FLAG
+from pyrovae.runs.tensorboard import TENSORBOARD
 
 EXIT_USAGE = 2
 
 
+_CHOICE = re.compile(r"\s+\S+\s{2,}")  # "  name  " at the start of a choice line
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Help texts keep their line breaks; each line is wrapped on its own, and a choice line
+    (``  name  description``) continues under its description."""
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        lines = []
+        for line in text.splitlines():
+            name = _CHOICE.match(line)
+            indent = " " * (name.end() if name else 0)
+            wrapped = textwrap.wrap(line, width, subsequent_indent=indent, break_on_hyphens=False)
+            lines += wrapped or [""]
+        return lines
+
+
 class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors (no usage dump), as for every other bad input."""
+    """argparse with one-line errors (no usage dump), as for every other bad input, and help
+    texts that keep their line breaks."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
@@ -49,6 +80,25 @@ class _Parser(argparse.ArgumentParser):
 
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
+
+
+def choices_help(
+    text: str, registry: Mapping[str, Any], default: Any = None, pick: str = "one of"
+) -> str:
+    """A flag's help: ``text`` (and its default), then one line per registry entry, its name
+    and its one-line description (:func:`~pyrovae.core.registry.describe`)."""
+    width = max(map(len, registry))
+    head = text if default is None else f"{text} (default: {default})"
+    lines = [f"  {name:<{width}}  {describe(entry)}" for name, entry in registry.items()]
+    return "\n".join([f"{head}, {pick}:", *lines]).replace("%", "%%")
+
+
+def _readable(value: Any) -> str:
+    """A default as it is typed on the command line: ``400 400``, not ``(400, 400)``."""
+    return " ".join(map(str, value)) if isinstance(value, tuple) else str(value)
+
+
+METAVARS = {int: "N", float: "X"}
 
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
@@ -62,13 +112,23 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
             tuples = [a for a in options if typing.get_origin(a) is tuple]
             hint = tuples[0] if tuples else next(a for a in options if a is not type(None))
         args = typing.get_args(hint)
+        registry = f.metadata["choices"]
         if hint is bool:
             kwargs["action"] = "store_true"
         elif typing.get_origin(hint) is tuple:
-            kwargs.update(type=args[0], nargs="+", metavar="N")
+            kwargs.update(type=args[0], nargs="+")
         else:
             kwargs["type"] = hint
-        kwargs["help"] = f"{f.metadata['help']} (default: {f.default})"
+        if "type" in kwargs:
+            name = "NAME" if registry is not None else f.name.upper()
+            kwargs["metavar"] = METAVARS.get(kwargs["type"], name)
+        if registry is not None:
+            kwargs["help"] = choices_help(f.metadata["help"], registry, f.default)
+        else:
+            text = f.metadata["help"].replace("%", "%%")  # argparse formats help with %
+            if f.default is not None and hint is not bool:
+                text += f" (default: {_readable(f.default)})"
+            kwargs["help"] = text
         parser.add_argument(_flag(f.name), **kwargs)
 
 
@@ -99,6 +159,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help=f"start from a named protocol ({', '.join(PRESETS)}); other flags override it",
     )
+    train.add_argument(
+        "--config",
+        metavar="FILE",
+        help="settings from a JSON or TOML file of TrainConfig fields (the flags above, spelled "
+        "latent_dim = 2), or a run's own config.json; flags override it, it overrides --preset",
+    )
     train.add_argument("--run-dir", help="run folder (default: a new folder under runs/)")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -106,6 +172,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-figures",
         action="store_true",
         help=f"no figures in RUN_DIR/{FIGURES}/ and no latent snapshots (2-D latent) in latents.pt",
+    )
+    train.add_argument(
+        "--tensorboard",
+        action="store_true",
+        help=f"also write each epoch's metrics and image grids as TensorBoard events in "
+        f"RUN_DIR/{TENSORBOARD}/ (needs pip install 'pyrovae[tensorboard]')",
     )
 
     evaluate = sub.add_parser("evaluate", help="print a run's test figures")
@@ -130,7 +202,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     diagnose.add_argument("run_dir", metavar="RUN_DIR")
     diagnose.add_argument(
-        "--estimators", nargs="+", required=True, metavar="NAME", help="estimators to compare"
+        "--estimators",
+        nargs="+",
+        required=True,
+        metavar="NAME",
+        help=choices_help("estimators to compare", ESTIMATORS, pick="any of"),
     )
     diagnose.add_argument(
         "--num-particles",
@@ -204,14 +280,13 @@ def _train(args: argparse.Namespace) -> None:
         "download": not args.no_download,
         "progress": not args.no_progress,
         "figures": not args.no_figures,
+        "tensorboard": args.tensorboard,
     }
     if args.resume is not None:
-        fixed = sorted(set(given) - RESUMABLE)
-        if fixed or args.run_dir is not None or args.preset is not None:
-            names = ", ".join(_flag(n) for n in fixed) or (
-                "--run-dir" if args.run_dir is not None else "--preset"
-            )
-            raise PyroVAEError(f"--resume keeps the run's settings; drop {names}")
+        fixed = [_flag(n) for n in sorted(set(given) - RESUMABLE)]
+        fixed += [_flag(n) for n in ("run_dir", "preset", "config") if getattr(args, n) is not None]
+        if fixed:
+            raise PyroVAEError(f"--resume keeps the run's settings; drop {', '.join(fixed)}")
         path, history = resume_run(
             args.resume,
             given.get("epochs"),
@@ -222,16 +297,20 @@ def _train(args: argparse.Namespace) -> None:
     elif args.allow_other_data:
         raise PyroVAEError(f"{OTHER_DATA_FLAG} is for --resume; a new run records its data")
     else:
+        settings = {} if args.config is None else read_config_file(args.config)
+        settings |= given
         preset = args.preset
-        config = TrainConfig(**given) if preset is None else preset_config(preset, **given)
+        config = TrainConfig(**settings) if preset is None else preset_config(preset, **settings)
         path, history = train_run(config, args.run_dir, **common)
+    config = read_config(path)
+    name, key = test_figure(config.beta, config.kl_warmup)
     last = history[-1]
-    print(f"test ELBO {last['test_elbo']:.2f} nats per image after epoch {last['epoch']}")
+    print(f"test {name} {last[key]:.2f} nats per image after epoch {last['epoch']}")
     print(f"run folder: {path}")
 
 
 def _evaluate(args: argparse.Namespace) -> None:
-    figures = evaluate_run(
+    results = evaluate_run(
         args.run_dir,
         args.device,
         args.data_dir,
@@ -241,23 +320,23 @@ def _evaluate(args: argparse.Namespace) -> None:
         progress=not args.no_progress,
         allow_other_data=args.allow_other_data,
     )
-    print(f"epoch {figures['epoch']}, {figures['num_test']} test images, per image in nats:")
+    print(f"epoch {results['epoch']}, {results['num_test']} test images, per image in nats:")
     print(
-        f"  test ELBO            {figures['test_elbo']:.3f} "
-        f"({figures['test_elbo_bpd']:.4f} bits/dim)"
+        f"  test ELBO            {results['test_elbo']:.3f} "
+        f"({results['test_elbo_bpd']:.4f} bits/dim)"
     )
-    print(f"  reconstruction term  {figures['test_recon']:.3f}")
-    print(f"  KL(q(z|x) || p(z))   {figures['test_kl']:.3f}")
-    if "log_px" in figures:
-        stderr = figures["log_px_stderr"]
+    print(f"  reconstruction term  {results['test_recon']:.3f}")
+    print(f"  KL(q(z|x) || p(z))   {results['test_kl']:.3f}")
+    if "log_px" in results:
+        stderr = results["log_px_stderr"]
         spread = f"± {stderr:.3f}" if stderr is not None else "± n/a"
         print(
-            f"  log p(x)             {figures['log_px']:.3f} {spread} "
-            f"(K={figures['num_samples']}, MC error {figures['log_px_mc_stderr']:.3f}; "
-            f"{figures['log_px_bpd']:.4f} bits/dim)"
+            f"  log p(x)             {results['log_px']:.3f} {spread} "
+            f"(K={results['num_samples']}, MC error {results['log_px_mc_stderr']:.3f}; "
+            f"{results['log_px_bpd']:.4f} bits/dim)"
         )
-        print(f"  effective samples    {figures['ess']:.1f} of {figures['num_samples']}")
-    print(f"  active units         {_per_layer(figures['active_units'], figures['latent_dim'])}")
+        print(f"  effective samples    {results['ess']:.1f} of {results['num_samples']}")
+    print(f"  active units         {_per_layer(results['active_units'], results['latent_dim'])}")
     print(f"written to {Path(args.run_dir) / EVALUATION}")
 
 

@@ -152,6 +152,76 @@ def test_training_curves_one_colour_per_run():
         plots.training_curves({})
 
 
+def _drawn(fig):
+    """``fig`` rendered by Agg: its renderer and its pixels (H, W, 4)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return canvas.get_renderer(), np.asarray(canvas.buffer_rgba())
+
+
+def _record(epoch: int) -> dict[str, float]:
+    return {"epoch": epoch, "train_elbo": -100.0, "test_elbo": -101.0, "test_recon": -90.0,
+            "test_kl": 11.0}  # fmt: skip
+
+
+def test_a_one_epoch_run_shows_its_points():
+    """One epoch is one point per curve: without markers nothing would be drawn there."""
+    from matplotlib.colors import to_rgb
+
+    fig = plots.training_curves({"run": [_record(1)]})
+    _, pixels = _drawn(fig)
+    height = pixels.shape[0]
+    for ax in fig.axes:
+        for line in ax.lines:
+            assert line.get_marker() == "o"
+            x, y = ax.transData.transform((line.get_xdata()[0], line.get_ydata()[0]))
+            row, col = int(round(height - y)), int(round(x))
+            patch = pixels[row - 1 : row + 2, col - 1 : col + 2, :3].astype(int)
+            colour = 255 * np.array(to_rgb(line.get_color()))
+            assert np.abs(patch - colour).sum(-1).min() < 60, "no marker drawn at the point"
+
+
+def test_long_runs_mark_about_thirty_points_per_curve():
+    fig = plots.training_curves({"run": [_record(e) for e in range(1, 301)]})
+    for line in fig.axes[0].lines:
+        assert line.get_markevery() == 10
+
+
+@pytest.mark.parametrize(
+    "snr",
+    [(0.31, 0.35, 0.4), (3.1e-4, 3.5e-4, 4e-4), (1.1, 1.2, 1.3), (0.3, 3e-5, 3e-7), (10, 1e3, 1e5)],
+    ids=["narrow", "narrow-small", "near-one", "decades", "large"],
+)
+@pytest.mark.parametrize("figure", [plots.snr_vs_k, plots.gradient_variance])
+def test_log_axis_labels_stay_inside_the_figure(figure, snr):
+    """The y label (and every tick label) lies inside the figure, whatever the values' range:
+    narrow ranges get labelled minor ticks, which used to push the label off the left edge."""
+    rows = [
+        {
+            "estimator": name,
+            "num_particles": k,
+            "encoder": {"snr": s * scale, "variance_mean": s * scale, "mean_norm": 1.0},
+            "decoder": {"snr": s, "variance_mean": s, "mean_norm": 1.0},
+        }
+        for name, scale in (("iwae", 1.0), ("iwae-dreg", 1.05))
+        for k, s in zip((1, 10, 100), snr, strict=True)
+    ]
+    fig = figure(rows)
+    renderer, _ = _drawn(fig)
+    inside = fig.bbox
+    label = fig.axes[0].yaxis.label
+    assert label.get_text()
+    for ax in fig.axes:
+        for text in [ax.yaxis.label, *ax.get_yticklabels(), *ax.get_yticklabels(minor=True)]:
+            if text.get_text():
+                box = text.get_window_extent(renderer)
+                assert box.x0 >= inside.x0 and box.x1 <= inside.x1, text.get_text()
+    box = label.get_window_extent(renderer)
+    assert box.x0 >= 0 and box.y0 >= 0 and box.y1 <= inside.y1
+
+
 # ---------------------------------------------------------------- codes and images
 
 

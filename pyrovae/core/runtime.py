@@ -47,18 +47,46 @@ def _as_tuple(value: Any) -> Any:
     return tuple(_as_tuple(v) for v in value) if isinstance(value, (list, tuple)) else value
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto``: CUDA when a GPU is visible, else the CPU; ``cuda`` without a GPU is an error."""
+DEVICE_TYPES = ("cpu", "cuda")
+
+
+def parse_device(name: str) -> torch.device | None:
+    """``name`` checked without looking for hardware: None for ``auto``, else a cpu or cuda
+    device (``cuda:N`` for the N-th GPU); anything else is a one-line error (``mps`` too:
+    pyrovae is built and tested for CPUs and CUDA GPUs only)."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return None
     try:
         device = torch.device(name)
-    except RuntimeError:
-        raise PyroVAEError(f"unknown device {name!r}; use cpu, cuda or auto") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise PyroVAEError("--device cuda asked for, but no CUDA GPU is visible; use cpu or auto")
-    if device.type not in ("cpu", "cuda"):
-        raise PyroVAEError(f"unsupported device {name!r}; use cpu, cuda or auto")
+    except (RuntimeError, ValueError):
+        raise PyroVAEError(f"unknown device {name!r}; use cpu, cuda, cuda:N or auto") from None
+    if device.type == "mps":
+        raise PyroVAEError(
+            f"--device {name}: Apple's MPS backend is not supported (pyrovae is tested on cpu "
+            "and cuda only); use --device cpu"
+        )
+    if device.type not in DEVICE_TYPES:
+        raise PyroVAEError(f"unsupported device {name!r}; use cpu, cuda, cuda:N or auto")
+    return device
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto``: CUDA when a GPU is visible, else the CPU. ``cuda`` without a GPU, or
+    ``cuda:N`` without an N-th GPU, is a one-line error."""
+    device = parse_device(name)
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise PyroVAEError(
+                f"--device {name} asked for, but no CUDA GPU is visible; use cpu or auto"
+            )
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            visible = "cuda:0" if count == 1 else f"cuda:0 … cuda:{count - 1}"
+            raise PyroVAEError(
+                f"--device {name}: there is no such GPU; {count} visible ({visible})"
+            )
     return device
 
 

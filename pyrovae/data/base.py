@@ -34,6 +34,7 @@ class PixelMode:
     binary: bool
     resample: bool
     levels: int | None = None
+    description: str = ""  # one line for --help
 
     @property
     def discrete(self) -> bool:
@@ -50,10 +51,10 @@ class PixelMode:
 
 
 PIXEL_MODES: dict[str, PixelMode] = {
-    "dynamic": PixelMode(binary=True, resample=True),
-    "static": PixelMode(binary=True, resample=False),
-    "grey": PixelMode(binary=False, resample=False),
-    "8bit": PixelMode(binary=False, resample=False, levels=LEVELS),
+    "dynamic": PixelMode(True, True, description="x ~ Bernoulli(intensity), redrawn every epoch"),
+    "static": PixelMode(True, False, description="x ~ Bernoulli(intensity), drawn once (seeded)"),
+    "grey": PixelMode(False, False, description="intensities in [0, 1] as they are"),
+    "8bit": PixelMode(False, False, LEVELS, description="the 256 levels k/255 of 8-bit images"),
 }
 
 

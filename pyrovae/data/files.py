@@ -108,6 +108,7 @@ class DatasetSpec:
     idx_files: tuple[str, str, str, str] | None = None
     system_dirs: tuple[str, ...] = ()
     system_package: str | None = None
+    description: str = ""  # one line for --help
 
 
 def _idx(cls: type, files: tuple[str, str, str, str] = FILES, transpose: bool = False, **kw):
@@ -127,7 +128,8 @@ def _emnist(split: str) -> DatasetSpec:
         for part in ("train", "test")
         for kind, d in (("images", 3), ("labels", 1))
     )
-    return DatasetSpec(**_idx(datasets.EMNIST, names, transpose=True, split=split))  # type: ignore[arg-type]
+    spec = _idx(datasets.EMNIST, names, transpose=True, split=split)
+    return DatasetSpec(**spec, description=f"EMNIST's {split} split: 28×28 handwriting")  # type: ignore[arg-type]
 
 
 DATASETS: dict[str, DatasetSpec] = {
@@ -135,25 +137,40 @@ DATASETS: dict[str, DatasetSpec] = {
         **_idx(datasets.FashionMNIST),
         system_dirs=("/usr/share/datasets/fashion-mnist",),
         system_package="dataset-fashion-mnist",
+        description="Zalando's 28×28 clothing images, 60 000 + 10 000 test, 10 classes",
     ),
-    "mnist": DatasetSpec(**_idx(datasets.MNIST)),
-    "kmnist": DatasetSpec(**_idx(datasets.KMNIST)),
+    "mnist": DatasetSpec(
+        **_idx(datasets.MNIST), description="28×28 handwritten digits, 60 000 + 10 000, 10 classes"
+    ),
+    "kmnist": DatasetSpec(
+        **_idx(datasets.KMNIST), description="Kuzushiji-MNIST: 28×28 cursive Japanese, 10 classes"
+    ),
     **{f"emnist-{s}": _emnist(s) for s in datasets.EMNIST.splits},
     "cifar10": DatasetSpec(
         partial(_train_flag, datasets.CIFAR10),
         datasets.CIFAR10.base_folder,
         _array_source("data", "targets", (0, 3, 1, 2)),  # stored (N, H, W, C)
+        description="32×32 colour photographs, 50 000 + 10 000 test, 10 classes",
     ),
     "svhn": DatasetSpec(  # needs scipy to read its .mat files
         partial(_split_name, datasets.SVHN),
         "train_32x32.mat",
         _array_source("data", "labels"),
         hashed=("train_32x32.mat", "test_32x32.mat"),
+        description="32×32 colour house-number digits (needs scipy), 10 classes",
     ),
     "celeba": DatasetSpec(
-        partial(_split_name, datasets.CelebA, target_type=[]), "celeba", _item_source
+        partial(_split_name, datasets.CelebA, target_type=[]),
+        "celeba",
+        _item_source,
+        description="celebrity faces, 178×218 colour (use --image-size), unlabelled",
     ),
-    "omniglot": DatasetSpec(partial(_background, datasets.Omniglot), "omniglot-py", _item_source),
+    "omniglot": DatasetSpec(
+        partial(_background, datasets.Omniglot),
+        "omniglot-py",
+        _item_source,
+        description="105×105 handwritten characters of 50 alphabets (background set)",
+    ),
 }
 """Registered datasets: ``--dataset NAME``."""
 

@@ -51,6 +51,8 @@ class Family(nn.Module, ABC):
 class DiagonalNormal(Family):
     """``normal``: q_φ(z|x) = N(μ, diag σ²); raw = cat(μ, ρ), σ = softplus(ρ) + 10⁻⁴."""
 
+    description = "diagonal Normal N(μ, diag σ²)"
+
     def __init__(self, latent_dim: int) -> None:
         super().__init__(latent_dim)
         self.num_params = 2 * latent_dim
@@ -67,6 +69,8 @@ class FullCovarianceNormal(Family):
     strictly-lower entries. raw = cat(μ (d), ρ (d), the d(d−1)/2 strictly-lower entries in
     row-major order), so ``num_params`` = d + d(d+1)/2.
     """
+
+    description = "Normal with a full covariance L Lᵀ"
 
     def __init__(self, latent_dim: int) -> None:
         super().__init__(latent_dim)
@@ -90,6 +94,8 @@ class DiagonalLaplace(Family):
     """``laplace``: q_φ(z|x) = Π_j (1 / 2b_j) exp(−|z_j − μ_j| / b_j); raw = cat(μ, ρ),
     b = softplus(ρ) + 10⁻⁴. Heavier (exponential) tails than the normal guide."""
 
+    description = "diagonal Laplace: heavier tails than the Normal"
+
     def __init__(self, latent_dim: int) -> None:
         super().__init__(latent_dim)
         self.num_params = 2 * latent_dim
@@ -107,6 +113,8 @@ class DiagonalStudentT(Family):
     s² ν / (ν − 2)), not learned: a learned ν would need gradients through the Gamma draw and can
     drift to ν → ∞, where the family is just the normal guide.
     """
+
+    description = "diagonal Student-t with 5 degrees of freedom"
 
     def __init__(self, latent_dim: int, df: float = 5.0) -> None:
         super().__init__(latent_dim)
@@ -140,6 +148,8 @@ class DiagonalLogistic(Family):
     """``logistic``: q_φ(z|x) = Π_j σ(t_j) σ(−t_j) / s_j, t_j = (z_j − μ_j) / s_j (σ the sigmoid);
     z = μ + s logit(u), u ~ U(0, 1); raw = cat(μ, ρ), s = softplus(ρ) + 10⁻⁴."""
 
+    description = "diagonal logistic"
+
     def __init__(self, latent_dim: int) -> None:
         super().__init__(latent_dim)
         self.num_params = 2 * latent_dim
@@ -164,6 +174,8 @@ class InverseAutoregressiveFlow(Family):
     flow itself drew is cheap (Pyro caches the inverse); scoring any other z inverts each layer
     sequentially, d passes.
     """
+
+    description = "diagonal Normal through 2 inverse autoregressive flow layers"
 
     def __init__(
         self, latent_dim: int, num_layers: int = 2, hidden: tuple[int, ...] | None = None
@@ -195,6 +207,8 @@ class PointMass(Family):
     so it is meant with the latent site scaled by β = 0 (Pyro's convention, as in Trace_ELBO's
     log q = 0, drops the −∞ entropy and leaves −log p(μ) as its "KL").
     """
+
+    description = "point mass at the encoder's output: the autoencoder (use with β = 0)"
 
     def __init__(self, latent_dim: int) -> None:
         super().__init__(latent_dim)

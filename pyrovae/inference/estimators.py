@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import partial
 
 from pyro.infer import ELBO, Trace_ELBO
 
@@ -23,14 +22,25 @@ from pyrovae.inference.iwae import IWAE, DReG
 from pyrovae.inference.score_function import ScoreFunctionELBO
 from pyrovae.inference.stl import STL
 
+
+def trace_elbo(**kwargs) -> Trace_ELBO:
+    """ELBO (1/K) Σ_k log w_k with pathwise gradients: Pyro's Trace_ELBO, the default."""
+    return Trace_ELBO(**kwargs)
+
+
+def score_function_loo(**kwargs) -> ScoreFunctionELBO:
+    """score-function with the leave-one-out baseline (K ≥ 2): much lower variance."""
+    return ScoreFunctionELBO(baseline="leave-one-out", **kwargs)
+
+
 ESTIMATORS: dict[str, Callable[..., ELBO]] = {
-    "elbo": Trace_ELBO,
+    "elbo": trace_elbo,
     "analytic-kl": AnalyticKL,
     "iwae": IWAE,
     "iwae-dreg": DReG,
     "elbo-stl": STL,
     "score-function": ScoreFunctionELBO,
-    "score-function-loo": partial(ScoreFunctionELBO, baseline="leave-one-out"),
+    "score-function-loo": score_function_loo,
 }
 
 

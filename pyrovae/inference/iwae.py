@@ -14,6 +14,8 @@ from pyrovae.inference.particles import Particles, log_mean_exp
 class IWAE(ParticleELBO):
     """``iwae``: L_K with its reparameterized gradient Σ_k w̃_k ∇ log w_k, w̃ = w / Σ_j w_j."""
 
+    description = "importance-weighted bound L_K = log (1/K) Σ_k w_k, tighter than the ELBO"
+
     def bound(self, p: Particles) -> torch.Tensor:
         return log_mean_exp(p.log_w, dim=0).sum()
 
@@ -37,6 +39,8 @@ class DReG(IWAE):
     in ⟨g_2, z_2⟩. A gradient taken inside the loss: this estimator runs without the recorded
     fast path.
     """
+
+    description = "L_K with the doubly-reparameterized encoder gradient: SNR not decaying in K"
 
     traceable = False  # a recorded graph cannot hold the autograd.grad call
 

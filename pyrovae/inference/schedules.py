@@ -36,14 +36,17 @@ def burda_epochs(stages: int) -> int:
 
 
 def _constant(epoch: int, step: int, steps_per_epoch: int, epochs: int) -> float:
+    """f = 1: lr throughout."""
     return 1.0
 
 
 def _burda(epoch: int, step: int, steps_per_epoch: int, epochs: int) -> float:
+    """f = 10^(−i/7) in stage i = 0, 1, …, which lasts 3^i epochs (Burda et al. 2015)."""
     return 10.0 ** (-burda_stage(epoch) / 7)
 
 
 def _cosine(epoch: int, step: int, steps_per_epoch: int, epochs: int) -> float:
+    """f = ½(1 + cos πt/T): from lr down to 0 over the run's T steps."""
     t = epoch * steps_per_epoch + step
     return 0.5 * (1.0 + math.cos(math.pi * t / (epochs * steps_per_epoch)))
 

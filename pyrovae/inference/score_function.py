@@ -37,6 +37,8 @@ class ScoreFunctionELBO(ParticleELBO):
     E[(f − b) ∇_φ log q] − E[∇_φ log q] (the last term has mean zero).
     """
 
+    description = "ELBO by the log-derivative trick, no reparameterization: high variance"
+
     detach_latents = True
 
     def __init__(self, num_particles: int = 1, baseline: str = "none", **kwargs) -> None:

@@ -16,6 +16,8 @@ class STL(ParticleELBO):
     with several sites log q_φ̄(z2|z1) keeps z1's path (see ``Particles.log_q_stop``).
     """
 
+    description = "ELBO with the sticking-the-landing gradient (the score term dropped)"
+
     def bound(self, p: Particles) -> torch.Tensor:
         return p.log_w.mean(0).sum()
 

@@ -22,6 +22,7 @@ from pyrovae.inference.divergence import DIVERGENCE_FACTOR, DivergenceGuard
 from pyrovae.inference.estimators import make_estimator
 from pyrovae.inference.evaluate import evaluate_elbo
 from pyrovae.inference.jit import JitELBO
+from pyrovae.inference.report import epoch_line, train_name
 from pyrovae.inference.schedules import LR_SCHEDULES, set_learning_rate
 
 EpochCallback = Callable[[dict[str, Any]], None]
@@ -154,6 +155,7 @@ def fit(
     lr_now = optimizer.param_groups[0]["lr"]
     fast = JitELBO(estimator) if jit else estimator
     guard = DivergenceGuard(divergence_factor)
+    objective = train_name(estimator, beta, kl_warmup)  # what train_elbo is, by name
     history = []
     for epoch in range(start_epoch + 1, epochs + 1):
         batches = data.train_batches(seed, epoch, batch_size, labels=conditional)
@@ -184,7 +186,7 @@ def fit(
                 raise TrainingDiverged(f"epoch {epoch}, step {step + 1}: {e}") from None
             seen += args[0].shape[0]
             if progress and (step % 20 == 0):
-                bar.set_postfix_str(f"elbo {-total / seen:.2f}", refresh=False)
+                bar.set_postfix_str(f"{objective} {-total / seen:.2f}", refresh=False)
             bar.update()
         seconds = time.perf_counter() - start
         bar.close()
@@ -205,10 +207,7 @@ def fit(
         }
         history.append(record)
         if progress:
-            tqdm.write(
-                f"epoch {epoch}/{epochs}: train ELBO {record['train_elbo']:.2f}, "
-                f"test ELBO {record['test_elbo']:.2f} nats ({seconds:.1f} s)"
-            )
+            tqdm.write(epoch_line(record, epochs, estimator, beta, kl_warmup))
         if on_epoch_end is not None:
             on_epoch_end(record)
     return history

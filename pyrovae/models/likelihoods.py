@@ -56,6 +56,8 @@ class BernoulliLikelihood(Likelihood):
     """x_i ~ Bernoulli(σ(ℓ_i)) on binary pixels, ℓ the decoder's logits:
     log p(x_i) = x_i log σ(ℓ_i) + (1 − x_i) log σ(−ℓ_i)."""
 
+    description = "Bernoulli per pixel: binarized images (dynamic, static)"
+
     pixels = BINARY
 
     def forward(self, params: torch.Tensor) -> dist.Distribution:
@@ -69,6 +71,8 @@ class ContinuousBernoulliLikelihood(Likelihood):
     C(½) = 2 (log C ≈ log 2 + (1 − 2λ)²/3 near ½, where torch switches to that series).
     A proper density on grey levels; on binary pixels it is still a density (on {0, 1} ⊂ [0, 1]).
     """
+
+    description = "continuous Bernoulli on [0, 1]: grey or binary pixels"
 
     pixels = GREY | BINARY
 
@@ -88,6 +92,8 @@ class GaussianLikelihood(Likelihood):
     0 or 1.
     """
 
+    description = "Normal with σ = 0.1 fixed: squared error on grey pixels"
+
     pixels = GREY
     SCALE: ClassVar[float] = 0.1
 
@@ -103,6 +109,8 @@ class LearnedGaussianLikelihood(Likelihood):
     The floor 10⁻³ keeps the density bounded, log p(x_i) ≤ −½ log 2π·10⁻⁶ ≈ 6.0 nats: a pixel that
     is constant in the data (a border always 0) would otherwise drive σ_i → 0 and the ELBO → ∞.
     """
+
+    description = "Normal with a learned σ per pixel: grey pixels"
 
     pixels = GREY
     MIN_SCALE: ClassVar[float] = 1e-3
@@ -130,6 +138,8 @@ class LaplaceLikelihood(Likelihood):
     differ only in the shape of the noise (an L1 instead of a squared reconstruction error).
     """
 
+    description = "Laplace with the std of `gaussian`: absolute error on grey pixels"
+
     pixels = GREY
     SCALE: ClassVar[float] = 0.1 / math.sqrt(2.0)
 
@@ -146,6 +156,8 @@ class DiscretizedLogisticLikelihood(Likelihood):
     dimension of the literature. The floor keeps (x ± δ − μ)/s finite; at s = 10⁻⁴ a bin can
     hold all but ~10⁻⁸ of the mass.
     """
+
+    description = "discretized logistic per channel value: 8-bit images (--pixels 8bit)"
 
     pixels = EIGHT_BIT
     params_per_pixel = 2

@@ -21,6 +21,8 @@ from pyrovae.core.errors import PyroVAEError
 class StandardNormalPrior(nn.Module):
     """p(z) = N(0, I_d)."""
 
+    description = "standard Normal N(0, I)"
+
     learned: ClassVar[bool] = False
 
     def __init__(self, latent_dim: int, *, guide=None, num_pixels: int | None = None) -> None:
@@ -41,6 +43,8 @@ class MixturePrior(nn.Module):
     σ = softplus(ρ) + 1e-3, initially 1: the floor keeps a component from collapsing onto a
     point, where its density (and the ELBO) would grow without bound.
     """
+
+    description = "learned mixture of 10 diagonal Normals"
 
     learned: ClassVar[bool] = True
     NUM_COMPONENTS: ClassVar[int] = 10
@@ -89,6 +93,8 @@ class VampPrior(nn.Module):
     optimizer over both would step them twice) and its weights into the model's state dict.
     The prior's own parameters are the pseudo-inputs only.
     """
+
+    description = "VampPrior: q(z|u) averaged over 100 learned pseudo-inputs u (slow)"
 
     learned: ClassVar[bool] = True
     NUM_COMPONENTS: ClassVar[int] = 100

@@ -6,15 +6,30 @@ flattened images and ignores ``image_shape``; the conv net is built for it. ``NE
 kind's encoder and decoder class.
 """
 
+from typing import NamedTuple
+
 from torch import nn
 
 from pyrovae.nets.conv import ConvDecoder, ConvEncoder
 from pyrovae.nets.dense import ACTIVATIONS, MLP, mlp
 
-NETS: dict[str, tuple[type[nn.Module], type[nn.Module]]] = {
-    "mlp": (MLP, MLP),
-    "conv": (ConvEncoder, ConvDecoder),
+
+class NetKind(NamedTuple):
+    """An encoder class and the decoder class that mirrors it (a pair: ``enc, dec = kind``)."""
+
+    encoder: type[nn.Module]
+    decoder: type[nn.Module]
+
+    @property
+    def description(self) -> str:
+        """The encoder's one-line ``description``: the decoder mirrors it."""
+        return self.encoder.description
+
+
+NETS: dict[str, NetKind] = {
+    "mlp": NetKind(MLP, MLP),
+    "conv": NetKind(ConvEncoder, ConvDecoder),
 }
 """Network kinds: name ↦ (encoder class, decoder class)."""
 
-__all__ = ["ACTIVATIONS", "NETS", "MLP", "ConvDecoder", "ConvEncoder", "mlp"]
+__all__ = ["ACTIVATIONS", "NETS", "NetKind", "MLP", "ConvDecoder", "ConvEncoder", "mlp"]

@@ -35,6 +35,8 @@ class MLP(nn.Module):
     """``in_dim → hidden… → out_dim``; leading dims (particles, batch) pass through. Images come
     flattened, so their ``image_shape`` (C, H, W) is accepted and not needed."""
 
+    description = "fully connected layers of the --hidden sizes (reversed in the decoder)"
+
     def __init__(
         self,
         in_dim: int,

@@ -14,27 +14,45 @@ if TYPE_CHECKING:
 
 GROUPS = (("encoder", "encoder φ"), ("decoder", "decoder θ"))
 LAYER_STYLES = ("s--", "^:", "v-.")  # per stochastic layer, in snr_vs_k
+MARKERS = 30  # training curves mark every epoch up to this many, then every n-th
+
+
+def _log_y(ax: Axes) -> None:
+    """A log-scale y axis whose tick labels are plain numbers (0.32, 1e-05), not 3.2×10⁻¹:
+    narrow enough that the axis label keeps its place inside the figure's margin."""
+    from matplotlib.ticker import LogFormatterSciNotation
+
+    class Compact(LogFormatterSciNotation):
+        def __call__(self, x: float, pos: int | None = None) -> str:
+            return f"{x:.3g}" if super().__call__(x, pos) else ""  # label where matplotlib would
+
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(Compact())
+    ax.yaxis.set_minor_formatter(Compact(labelOnlyBase=False))
 
 
 def training_curves(histories: Mapping[str, Sequence[dict[str, Any]]]) -> Figure:
     """Per-epoch curves of one or more runs, one colour per run (label ↦ metrics.jsonl records).
 
-    Panels: the ELBO E_q[log p(x, z) − log q(z|x)] (train dashed: the mean of the training
-    steps' estimates; test solid), the test reconstruction term E_q[log p(x|z)] and the test
-    KL(q(z|x) ‖ p(z)), all per datapoint in nats.
+    Panels: the training objective (dashed: the mean of the training steps' estimates, the
+    ELBO, or L_K for the IWAE estimators) and the test ELBO E_q[log p(x, z) − log q(z|x)]
+    (solid), the test reconstruction term E_q[log p(x|z)] and the test KL(q(z|x) ‖ p(z)), all
+    per datapoint in nats.
     """
     if not histories:
         raise PyroVAEError("training_curves needs at least one run's history")
     fig = new_figure(11, 3.2, gap=0.5)
     ax_elbo, ax_recon, ax_kl = fig.subplots(1, 3)
     for i, (label, records) in enumerate(histories.items()):
-        color = f"C{i % 10}"
         epochs = [r["epoch"] for r in records]
-        ax_elbo.plot(epochs, [r["train_elbo"] for r in records], "--", color=color)
-        ax_elbo.plot(epochs, [r["test_elbo"] for r in records], "-", color=color, label=label)
-        ax_recon.plot(epochs, [r["test_recon"] for r in records], "-", color=color, label=label)
-        ax_kl.plot(epochs, [r["test_kl"] for r in records], "-", color=color, label=label)
-    ax_elbo.set_title("ELBO (train dashed, test solid)", fontsize=9)
+        # markers show each epoch (a 1-epoch run is a single point), at most ~30 per curve
+        style = {"color": f"C{i % 10}", "marker": "o", "markersize": 3}
+        style["markevery"] = max(1, len(epochs) // MARKERS)
+        ax_elbo.plot(epochs, [r["train_elbo"] for r in records], "--", **style)
+        ax_elbo.plot(epochs, [r["test_elbo"] for r in records], "-", label=label, **style)
+        ax_recon.plot(epochs, [r["test_recon"] for r in records], "-", label=label, **style)
+        ax_kl.plot(epochs, [r["test_kl"] for r in records], "-", label=label, **style)
+    ax_elbo.set_title("train objective (dashed), test ELBO (solid)", fontsize=9)
     ax_recon.set_title("test reconstruction E_q log p(x|z)", fontsize=9)
     ax_kl.set_title("test KL(q(z|x) ‖ p(z))", fontsize=9)
     for ax in (ax_elbo, ax_recon, ax_kl):
@@ -99,7 +117,7 @@ def snr_vs_k(rows: Sequence[Mapping[str, Any]]) -> Figure:
     several stochastic layers also hold ``encoder/z1``, …: each layer is drawn too, in the
     estimator's colour with its own line style, labelled by layer.
     """
-    fig = new_figure(9, 3.5, left=0.8)
+    fig = new_figure(9, 3.5, left=1.0, gap=0.8)
     axes = fig.subplots(1, 2)
     groups = _by_estimator(rows)
     for ax, (group, title) in zip(axes, GROUPS, strict=True):
@@ -113,7 +131,7 @@ def snr_vs_k(rows: Sequence[Mapping[str, Any]]) -> Figure:
                 site = layer.split("/", 1)[1]
                 ax.plot(ks, snr, style, color=f"C{i % 10}", label=f"{name}, {site} only")
         _k_axis(ax, [r["num_particles"] for r in rows])
-        ax.set_yscale("log")
+        _log_y(ax)
         ax.set_title(f"gradient SNR, {title}", fontsize=9)
         ax.grid(alpha=0.3, which="both")
     axes[0].set_ylabel("mean |E g| / std g")
@@ -127,7 +145,7 @@ def gradient_variance(rows: Sequence[Mapping[str, Any]]) -> Figure:
     groups = _by_estimator(rows)
     ks = sorted({r["num_particles"] for r in rows})
     width = 0.8 / max(len(ks), 1)
-    fig = new_figure(max(6.0, 1.6 * len(groups) + 2), 3.8, left=0.8, bottom=0.9, top=0.6)
+    fig = new_figure(max(6.0, 1.6 * len(groups) + 2), 3.8, left=1.0, bottom=0.9, top=0.6)
     axes = fig.subplots(1, 2)
     for ax, (group, title) in zip(axes, GROUPS, strict=True):
         for j, k in enumerate(ks):
@@ -140,7 +158,7 @@ def gradient_variance(rows: Sequence[Mapping[str, Any]]) -> Figure:
             ax.bar(xs, heights, width=width, color=f"C{j % 10}", label=f"K = {k}")
         ax.set_xticks(range(len(groups)))
         ax.set_xticklabels(list(groups), rotation=30, ha="right", fontsize=7)
-        ax.set_yscale("log")
+        _log_y(ax)
         ax.set_title(f"gradient variance, {title}", fontsize=9)
         ax.grid(alpha=0.3, axis="y")
     axes[0].set_ylabel("mean variance per component")

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from pyrovae.core.errors import PyroVAEError
 from pyrovae.core.registry import lookup
+from pyrovae.core.runtime import parse_device
 from pyrovae.data.base import PIXEL_MODES
 from pyrovae.data.files import DATASETS
 from pyrovae.data.inputs import resolve_dataset
@@ -19,13 +22,15 @@ from pyrovae.guides.families import GUIDES
 from pyrovae.inference.divergence import DIVERGENCE_FACTOR
 from pyrovae.inference.estimators import ESTIMATORS, make_estimator
 from pyrovae.inference.schedules import LR_SCHEDULES, burda_epochs
-from pyrovae.models.likelihoods import get_likelihood
+from pyrovae.models.likelihoods import LIKELIHOODS, get_likelihood
 from pyrovae.models.prior import PRIORS
 from pyrovae.nets import ACTIVATIONS, NETS
 
 
-def _opt(default: Any, help: str) -> Any:
-    return field(default=default, metadata={"help": help})
+def _opt(default: Any, help: str, choices: Mapping[str, Any] | None = None) -> Any:
+    """A field with its ``--help`` text; ``choices``: the registry its value names (``--help``
+    lists each entry with its one-line description)."""
+    return field(default=default, metadata={"help": help, "choices": choices})
 
 
 @dataclass(frozen=True)
@@ -34,11 +39,10 @@ class TrainConfig:
 
     dataset: str = _opt(
         "fashion-mnist",
-        f"dataset: {', '.join(DATASETS)}; or a folder of images, or a .npy/.npz/.pt file",
+        "dataset: a registered name, or a folder of images, or a .npy/.npz/.pt file",
+        DATASETS,
     )
-    pixels: str = _opt(
-        "dynamic", "pixel mode: dynamic, static (binarized once), grey or 8bit (256 levels)"
-    )
+    pixels: str = _opt("dynamic", "pixel mode", PIXEL_MODES)
     train_subset: int | None = _opt(None, "train on the first N training images only")
     channels: int | None = _opt(None, "convert the images to 1 (grey) or 3 (RGB) channels")
     image_size: tuple[int, ...] | None = _opt(
@@ -51,12 +55,12 @@ class TrainConfig:
         False, "stream training batches through a DataLoader even when the data fits"
     )
     workers: int = _opt(2, "DataLoader worker processes when streaming (0: none)")
-    estimator: str = _opt("elbo", f"ELBO estimator: {', '.join(ESTIMATORS)}")
+    estimator: str = _opt("elbo", "ELBO estimator", ESTIMATORS)
     num_particles: int = _opt(1, "K, samples of z per datapoint (vectorized)")
-    likelihood: str = _opt("bernoulli", "likelihood p(x|z)")
-    guide: str = _opt("normal", "guide family q(z|x)")
-    prior: str = _opt("normal", "prior p(z)")
-    net: str = _opt("mlp", "encoder/decoder networks: mlp or conv (images of at least 4×4)")
+    likelihood: str = _opt("bernoulli", "likelihood p(x|z)", LIKELIHOODS)
+    guide: str = _opt("normal", "guide family q(z|x)", GUIDES)
+    prior: str = _opt("normal", "prior p(z)", PRIORS)
+    net: str = _opt("mlp", "encoder/decoder networks (conv: images of at least 4×4)", NETS)
     beta: float = _opt(1.0, "β: weight of the KL / latent site (β-VAE); 0 drops it")
     kl_warmup: int = _opt(0, "anneal β linearly from 0 over this many steps (0: constant β)")
     conditional: bool = _opt(False, "conditional VAE: p(x|z,y), q(z|x,y) with the label y")
@@ -68,15 +72,11 @@ class TrainConfig:
     upper_hidden: tuple[int, ...] = _opt(
         (), "hidden sizes of the networks between stochastic layers; () for the --hidden sizes"
     )
-    activation: str = _opt("relu", f"activation: {', '.join(ACTIVATIONS)}")
+    activation: str = _opt("relu", "activation between layers", ACTIVATIONS)
     epochs: int = _opt(10, "number of epochs (with --resume: the total to reach)")
     batch_size: int = _opt(128, "mini-batch size")
     lr: float = _opt(1e-3, "Adam learning rate (the schedule's starting value)")
-    lr_schedule: str = _opt(
-        "constant",
-        f"learning-rate schedule: {', '.join(LR_SCHEDULES)} (burda: stage i = 0, 1, … lasts "
-        "3^i epochs at lr·10^(−i/7); cosine: lr·½(1 + cos πt/T) over the run)",
-    )
+    lr_schedule: str = _opt("constant", "learning-rate schedule lr·f", LR_SCHEDULES)
     adam_betas: tuple[float, ...] = _opt((0.9, 0.999), "Adam's β₁ β₂")
     adam_eps: float = _opt(1e-8, "Adam's ε, added to √v̂")
     divergence_factor: float = _opt(
@@ -85,7 +85,9 @@ class TrainConfig:
         "this factor × (|median| + 1) nats: a run that has blown up without NaN; 0 turns it off",
     )
     seed: int = _opt(0, "random seed")
-    device: str = _opt("auto", "cpu, cuda or auto (cuda when a GPU is visible)")
+    device: str = _opt(
+        "auto", "cpu, cuda, cuda:N (the N-th GPU) or auto (cuda when a GPU is visible)"
+    )
     no_jit: bool = _opt(
         False,
         "run Pyro's handlers at every step instead of replaying the loss graph recorded once "
@@ -168,8 +170,7 @@ class TrainConfig:
             raise PyroVAEError(f"--beta must be a number ≥ 0, got {self.beta}")
         if self.kl_warmup < 0:
             raise PyroVAEError(f"--kl-warmup must be ≥ 0 steps, got {self.kl_warmup}")
-        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
-            raise PyroVAEError(f"--device must be cpu, cuda or auto, got {self.device!r}")
+        parse_device(self.device)
 
     @property
     def latent_dims(self) -> tuple[int, ...]:
@@ -192,20 +193,27 @@ class TrainConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        """A config from plain values (JSON's): unknown keys and values of the wrong type are
-        one-line errors naming the field."""
+    def check_settings(cls, d: Any) -> dict[str, Any]:
+        """``d``, some of this class's fields as plain values (JSON's, TOML's), checked: unknown
+        keys and values of the wrong type are one-line errors naming the field."""
         if not isinstance(d, dict):
             raise PyroVAEError(f"a config must be an object of settings, got {type(d).__name__}")
         hints = typing.get_type_hints(cls)
         names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
+        unknown = sorted(set(d) - names)
         if unknown:
-            raise PyroVAEError(f"config has unknown keys: {', '.join(sorted(unknown))}")
+            close = difflib.get_close_matches(unknown[0], names, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise PyroVAEError(f"config has unknown keys: {', '.join(unknown)}{hint}")
         for name, value in d.items():
             if not _has_type(value, hints[name]):
                 raise PyroVAEError(f"{name!r} must be {_describe(hints[name])}, got {value!r}")
-        return cls(**d)
+        return dict(d)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        """A config from plain values, checked by :meth:`check_settings`."""
+        return cls(**cls.check_settings(d))
 
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)

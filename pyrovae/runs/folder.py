@@ -12,6 +12,7 @@ a process that writes to a folder holds its lock (``.lock``, ``fcntl.flock``).
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import hashlib
 import json
@@ -48,9 +49,29 @@ def _write_json(path: Path, obj: Any) -> None:
     atomic_write(path, lambda f: f.write((json.dumps(obj, indent=2) + "\n").encode()))
 
 
+NAMED_PARTS = ("likelihood", "guide", "prior", "net")  # named in a folder when not the default
+
+
+def run_name(config: TrainConfig) -> str:
+    """What tells a run apart: dataset, estimator, K when not 1, then ``part-name`` for each of
+    likelihood, guide, prior and net that is not the default, e.g.
+    ``fashion-mnist-iwae-k5-guide-flow-net-conv``."""
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    parts = [Path(config.dataset).name, config.estimator]
+    if config.num_particles != defaults["num_particles"]:
+        parts.append(f"k{config.num_particles}")
+    parts += [
+        f"{part}-{getattr(config, part)}"
+        for part in NAMED_PARTS
+        if getattr(config, part) != defaults[part]
+    ]
+    return "-".join(parts)
+
+
 def default_run_dir(config: TrainConfig, root: str | Path = "runs") -> Path:
+    """``root/<date>-<time>-<run_name>``, with ``-1``, ``-2``, … when that folder exists."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    base = Path(root) / f"{stamp}-{Path(config.dataset).name}-{config.estimator}"
+    base = Path(root) / f"{stamp}-{run_name(config)}"
     path, i = base, 1
     while path.exists():
         path, i = Path(f"{base}-{i}"), i + 1

@@ -36,6 +36,7 @@ from pyrovae.runs.folder import (
     write_metrics,
 )
 from pyrovae.runs.load import build_on, restore, run_data
+from pyrovae.runs.tensorboard import open_log, require_tensorboard
 
 
 def _preflight(config: TrainConfig, model, guide, data: TrainingData) -> None:
@@ -58,13 +59,18 @@ def _optimizer(config: TrainConfig, model, guide):
     return make_optimizer((model, guide), config.lr, config.adam_betas, config.adam_eps)
 
 
-def _train(config, path, model, guide, optimizer, data, start_epoch, history, progress, figures):
+def _train(
+    config, path, model, guide, optimizer, data, start_epoch, history, progress, figures, board
+):
     history = list(history)
     snapshots = None
     if figures and config.latent_dims[0] == 2:  # codes of z (or of the bottom layer z1)
         snapshots = LatentSnapshots(path, model, guide, data, start_epoch)
+    log = open_log(path, config, model, guide, data, start_epoch) if board else None
 
     def checkpoint(record: dict[str, Any]) -> None:
+        if log is not None:  # before the checkpoint: a resume purges what follows that
+            log.record(record)
         # the checkpoint holds the metrics too: a kill before metrics.jsonl is written loses
         # nothing, because resume rewrites the file from the checkpoint
         history.append(record)
@@ -83,25 +89,29 @@ def _train(config, path, model, guide, optimizer, data, start_epoch, history, pr
         if snapshots is not None:
             snapshots.record(record["epoch"])
 
-    fit(
-        model,
-        guide,
-        data,
-        config.estimator,
-        epochs=config.epochs,
-        batch_size=config.batch_size,
-        num_particles=config.num_particles,
-        seed=config.seed,
-        beta=config.beta,
-        kl_warmup=config.kl_warmup,
-        lr_schedule=config.lr_schedule,
-        divergence_factor=config.divergence_factor,
-        jit=not config.no_jit,
-        optimizer=optimizer,
-        start_epoch=start_epoch,
-        progress=progress,
-        on_epoch_end=checkpoint,
-    )
+    try:
+        fit(
+            model,
+            guide,
+            data,
+            config.estimator,
+            epochs=config.epochs,
+            batch_size=config.batch_size,
+            num_particles=config.num_particles,
+            seed=config.seed,
+            beta=config.beta,
+            kl_warmup=config.kl_warmup,
+            lr_schedule=config.lr_schedule,
+            divergence_factor=config.divergence_factor,
+            jit=not config.no_jit,
+            optimizer=optimizer,
+            start_epoch=start_epoch,
+            progress=progress,
+            on_epoch_end=checkpoint,
+        )
+    finally:
+        if log is not None:
+            log.close()
     if figures:
         latents = snapshots.as_dict() if snapshots is not None else None
         standard_figures(path / FIGURES, path.name, model, guide, data, history, latents)
@@ -123,6 +133,7 @@ def train_run(
     download: bool = True,
     progress: bool = True,
     figures: bool = True,
+    tensorboard: bool = False,
 ) -> tuple[Path, list[dict[str, Any]]]:
     """Train a new run; returns its folder and per-epoch metrics. Bad input writes nothing:
     the folder is checked (new, writable) first, the data, model size and a first loss next,
@@ -130,9 +141,12 @@ def train_run(
 
     With ``figures`` the run's standard figures go to ``figures/`` at the end (see
     :func:`plot_runs`) and, for a 2-D latent space, the codes of the first 2000 test images are
-    recorded before training and after each epoch in ``latents.pt``. Neither changes what
-    training draws or computes.
+    recorded before training and after each epoch in ``latents.pt``. With ``tensorboard`` each
+    epoch's metrics and image grids go to ``tensorboard/`` as TensorBoard events
+    (:mod:`pyrovae.runs.tensorboard`). None of these changes what training draws or computes.
     """
+    if tensorboard:
+        require_tensorboard()
     device = resolve_device(config.device)
     path = Path(run_dir) if run_dir is not None else default_run_dir(config)
     check_new_run(path)
@@ -148,7 +162,9 @@ def train_run(
     make_run_dir(path)
     with run_lock(path):
         create_run(path, config, meta)
-        return path, _train(config, path, model, guide, optimizer, data, 0, [], progress, figures)
+        return path, _train(
+            config, path, model, guide, optimizer, data, 0, [], progress, figures, tensorboard
+        )
 
 
 def resume_run(
@@ -160,9 +176,11 @@ def resume_run(
     progress: bool = True,
     figures: bool = True,
     allow_other_data: bool = False,
+    tensorboard: bool = False,
 ) -> tuple[Path, list[dict[str, Any]]]:
     """Continue a run from its checkpoint up to ``epochs`` in total (default: the run's own);
-    ``figures`` as for :func:`train_run` (latent snapshots are appended to ``latents.pt``).
+    ``figures`` as for :func:`train_run` (latent snapshots are appended to ``latents.pt``),
+    ``tensorboard`` too (TensorBoard drops the events logged after the checkpoint).
 
     Under the folder's lock: temporary files an interrupted write left are removed, and
     ``metrics.jsonl`` is rewritten from the checkpoint's own copy of the metrics, so the two
@@ -171,6 +189,8 @@ def resume_run(
     same seeded run. Data whose content hash differs from the run's is refused unless
     ``allow_other_data``.
     """
+    if tensorboard:
+        require_tensorboard()
     path = Path(run_dir)
     config = read_config(path)
     changes = {k: v for k, v in {"epochs": epochs, "device": device}.items() if v is not None}
@@ -199,5 +219,15 @@ def resume_run(
             optimizer.load_state_dict(state["optimizer"])
             set_rng_state(state["rng"])
         return path, _train(
-            config, path, model, guide, optimizer, data, done, history, progress, figures
+            config,
+            path,
+            model,
+            guide,
+            optimizer,
+            data,
+            done,
+            history,
+            progress,
+            figures,
+            tensorboard,
         )
