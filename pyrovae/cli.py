@@ -6,6 +6,10 @@ also draws the run's figures into ``RUN_DIR/figures/`` (``--no-figures`` skips t
 ``pyrovae plot RUN_DIR`` redraws one run's figures; ``pyrovae plot RUN_DIR RUN_DIR … --out DIR``
 overlays several runs' training curves. Bad input prints one line ``pyrovae: error: …`` on
 stderr and exits with status 2.
+
+Under ``torchrun``, ``train`` joins the process group the launcher describes and trains
+data-parallel; rank 0 prints the results and the errors every rank shares. The other commands
+run in one process: under torchrun rank 0 runs them and the other ranks exit at once.
 """
 
 from __future__ import annotations
@@ -21,6 +25,13 @@ from typing import Any, NoReturn
 
 import torch
 
+from pyrovae.core.distributed import (
+    DEFAULT_TIMEOUT,
+    agree,
+    launch_rank,
+    process_group_from_env,
+    reported_by_root,
+)
 from pyrovae.core.errors import PyroVAEError, first_line
 from pyrovae.core.files import os_error
 from pyrovae.runs import (
@@ -94,6 +105,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-figures",
         action="store_true",
         help=f"no figures in RUN_DIR/{FIGURES}/ and no latent snapshots (2-D latent) in latents.pt",
+    )
+    train.add_argument(
+        "--dist-timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT,
+        metavar="SECONDS",
+        help="under torchrun: how long a process waits for the others to join, and in any "
+        f"exchange, before it stops with an error (default: {DEFAULT_TIMEOUT:g})",
     )
 
     evaluate = sub.add_parser("evaluate", help="print a run's test figures")
@@ -193,21 +212,27 @@ def _train(args: argparse.Namespace) -> None:
         "progress": not args.no_progress,
         "figures": not args.no_figures,
     }
-    if args.resume is not None:
-        fixed = sorted(set(given) - RESUMABLE)
-        if fixed or args.run_dir is not None or args.preset is not None:
-            names = ", ".join(_flag(n) for n in fixed) or (
-                "--run-dir" if args.run_dir is not None else "--preset"
+    with process_group_from_env(args.dist_timeout) as rank:
+        if args.resume is not None:
+            fixed = sorted(set(given) - RESUMABLE)
+            if fixed or args.run_dir is not None or args.preset is not None:
+                names = ", ".join(_flag(n) for n in fixed) or (
+                    "--run-dir" if args.run_dir is not None else "--preset"
+                )
+                error = PyroVAEError(f"--resume keeps the run's settings; drop {names}")
+                raise reported_by_root(error)  # every rank has the same arguments
+            epochs, device = given.get("epochs"), given.get("device")
+            path, history = resume_run(args.resume, epochs, device, **common)
+        else:
+            preset = args.preset
+            config = agree(
+                lambda: TrainConfig(**given) if preset is None else preset_config(preset, **given)
             )
-            raise PyroVAEError(f"--resume keeps the run's settings; drop {names}")
-        path, history = resume_run(args.resume, given.get("epochs"), given.get("device"), **common)
-    else:
-        preset = args.preset
-        config = TrainConfig(**given) if preset is None else preset_config(preset, **given)
-        path, history = train_run(config, args.run_dir, **common)
-    last = history[-1]
-    print(f"test ELBO {last['test_elbo']:.2f} nats per image after epoch {last['epoch']}")
-    print(f"run folder: {path}")
+            path, history = train_run(config, args.run_dir, **common)
+    if rank == 0:
+        last = history[-1]
+        print(f"test ELBO {last['test_elbo']:.2f} nats per image after epoch {last['epoch']}")
+        print(f"run folder: {path}")
 
 
 def _evaluate(args: argparse.Namespace) -> None:
@@ -303,10 +328,13 @@ COMMANDS = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command != "train" and launch_rank() != 0:
+        return 0  # one process does it: rank 0 (see the module docstring)
     try:
         COMMANDS[args.command](args)
     except PyroVAEError as e:
-        print(f"pyrovae: error: {e}", file=sys.stderr)
+        if not getattr(e, "reported_by_root", False):  # every rank has it; rank 0 says it
+            print(f"pyrovae: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("pyrovae: interrupted; the last checkpoint is kept", file=sys.stderr)
