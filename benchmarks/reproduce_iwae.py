@@ -7,7 +7,7 @@ test log p(x) (K = 5000 on all 10 000 test images) and active units beside the p
     python benchmarks/reproduce_iwae.py --rows 1L-vae-k1 1L-iwae-k5 --data-dir $MNIST
     # a shortened budget: stages 0…4 (121 passes) of every one-layer k = 1 and k = 5 row
     python benchmarks/reproduce_iwae.py --rows 1L-k1 1L-k5 --stages 5 --data-dir $MNIST
-    python benchmarks/reproduce_iwae.py --table-only     # the table of what is there, running nothing
+    python benchmarks/reproduce_iwae.py --table-only   # the table of what is there, runs nothing
 
 Every row trains in its own run folder under ``--root`` (``pyrovae train --preset burda2015``
 with the row's estimator and k), so an interrupted row resumes where its last checkpoint is:
