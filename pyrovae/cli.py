@@ -8,6 +8,10 @@ them from a JSON or TOML file first. ``train`` also draws the run's figures into
 ``pyrovae plot RUN_DIR`` redraws one run's figures; ``pyrovae plot RUN_DIR RUN_DIR … --out DIR``
 overlays several runs' training curves. Bad input prints one line ``pyrovae: error: …`` on
 stderr and exits with status 2.
+
+Under ``torchrun``, ``train`` joins the process group the launcher describes and trains
+data-parallel; rank 0 prints the results and the errors every rank shares. The other commands
+run in one process: under torchrun rank 0 runs them and the other ranks exit at once.
 """
 
 from __future__ import annotations
@@ -25,6 +29,13 @@ from typing import Any, NoReturn
 
 import torch
 
+from pyrovae.core.distributed import (
+    DEFAULT_TIMEOUT,
+    agree,
+    launch_rank,
+    process_group_from_env,
+    reported_by_root,
+)
 from pyrovae.core.errors import PyroVAEError, first_line
 from pyrovae.core.files import os_error
 from pyrovae.core.registry import describe
@@ -179,6 +190,14 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"also write each epoch's metrics and image grids as TensorBoard events in "
         f"RUN_DIR/{TENSORBOARD}/ (needs pip install 'pyrovae[tensorboard]')",
     )
+    train.add_argument(
+        "--dist-timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT,
+        metavar="SECONDS",
+        help="under torchrun: how long a process waits for the others to join, and in any "
+        f"exchange, before it stops with an error (default: {DEFAULT_TIMEOUT:g})",
+    )
 
     evaluate = sub.add_parser("evaluate", help="print a run's test figures")
     evaluate.add_argument("run_dir", metavar="RUN_DIR")
@@ -282,31 +301,40 @@ def _train(args: argparse.Namespace) -> None:
         "figures": not args.no_figures,
         "tensorboard": args.tensorboard,
     }
-    if args.resume is not None:
-        fixed = [_flag(n) for n in sorted(set(given) - RESUMABLE)]
-        fixed += [_flag(n) for n in ("run_dir", "preset", "config") if getattr(args, n) is not None]
-        if fixed:
-            raise PyroVAEError(f"--resume keeps the run's settings; drop {', '.join(fixed)}")
-        path, history = resume_run(
-            args.resume,
-            given.get("epochs"),
-            given.get("device"),
-            **common,
-            allow_other_data=args.allow_other_data,
-        )
-    elif args.allow_other_data:
-        raise PyroVAEError(f"{OTHER_DATA_FLAG} is for --resume; a new run records its data")
-    else:
-        settings = {} if args.config is None else read_config_file(args.config)
-        settings |= given
-        preset = args.preset
-        config = TrainConfig(**settings) if preset is None else preset_config(preset, **settings)
-        path, history = train_run(config, args.run_dir, **common)
-    config = read_config(path)
-    name, key = test_figure(config.beta, config.kl_warmup)
-    last = history[-1]
-    print(f"test {name} {last[key]:.2f} nats per image after epoch {last['epoch']}")
-    print(f"run folder: {path}")
+    with process_group_from_env(args.dist_timeout) as rank:
+        if args.resume is not None:
+            fixed = [_flag(n) for n in sorted(set(given) - RESUMABLE)]
+            fixed += [
+                _flag(n) for n in ("run_dir", "preset", "config") if getattr(args, n) is not None
+            ]
+            if fixed:
+                error = PyroVAEError(f"--resume keeps the run's settings; drop {', '.join(fixed)}")
+                raise reported_by_root(error)  # every rank has the same arguments
+            epochs, device = given.get("epochs"), given.get("device")
+            path, history = resume_run(
+                args.resume, epochs, device, **common, allow_other_data=args.allow_other_data
+            )
+        elif args.allow_other_data:
+            error = PyroVAEError(f"{OTHER_DATA_FLAG} is for --resume; a new run records its data")
+            raise reported_by_root(error)
+        else:
+            preset = args.preset
+
+            def resolved() -> TrainConfig:
+                settings = {} if args.config is None else read_config_file(args.config)
+                settings |= given
+                if preset is None:
+                    return TrainConfig(**settings)
+                return preset_config(preset, **settings)
+
+            config = agree(resolved)
+            path, history = train_run(config, args.run_dir, **common)
+    if rank == 0:
+        config = read_config(path)
+        name, key = test_figure(config.beta, config.kl_warmup)
+        last = history[-1]
+        print(f"test {name} {last[key]:.2f} nats per image after epoch {last['epoch']}")
+        print(f"run folder: {path}")
 
 
 def _evaluate(args: argparse.Namespace) -> None:
@@ -428,10 +456,13 @@ COMMANDS = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command != "train" and launch_rank() != 0:
+        return 0  # one process does it: rank 0 (see the module docstring)
     try:
         COMMANDS[args.command](args)
     except PyroVAEError as e:
-        print(f"pyrovae: error: {e}", file=sys.stderr)
+        if not getattr(e, "reported_by_root", False):  # every rank has it; rank 0 says it
+            print(f"pyrovae: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("pyrovae: interrupted; the last checkpoint is kept", file=sys.stderr)

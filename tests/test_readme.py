@@ -40,7 +40,7 @@ def test_the_readme_has_its_python_blocks():
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("readme-data")
-    write_dataset(folder, n_train=256, n_test=100)
+    write_dataset(folder, n_train=2048, n_test=100)  # the data-parallel block takes 2048
     return folder
 
 
@@ -70,11 +70,13 @@ def _commands() -> list[list[str]]:
     """Each ``pyrovae …`` command in the bash blocks (``a && b`` is two), comments dropped."""
     commands = []
     for block in blocks("bash"):
-        for line in block.splitlines():
+        for line in block.replace("\\\n", " ").splitlines():  # continued lines joined
             for part in line.split("&&"):
                 words = shlex.split(part, comments=True)
                 if words[:1] == ["pyrovae"]:
                     commands.append(words[1:])
+                elif words[:1] == ["torchrun"] and "pyrovae" in words:  # … -m pyrovae train …
+                    commands.append(words[words.index("pyrovae") + 1 :])
     return commands
 
 

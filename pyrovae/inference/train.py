@@ -12,12 +12,22 @@ import torch
 from pyro.infer import ELBO
 from tqdm import tqdm  # text bars: tqdm.auto warns in a notebook without ipywidgets
 
+from pyrovae.core.distributed import (
+    check_batch_size,
+    from_root,
+    is_distributed,
+    is_root,
+    rank,
+    rank_seed,
+    reported_by_root,
+)
 from pyrovae.core.errors import PyroVAEError, TrainingDiverged
 from pyrovae.core.registry import lookup
 from pyrovae.core.runtime import set_seed
 from pyrovae.data.base import TrainingData
 from pyrovae.data.batches import num_batches
 from pyrovae.inference.beta import LatentScale, beta_schedule
+from pyrovae.inference.data_parallel import DataParallel
 from pyrovae.inference.divergence import DIVERGENCE_FACTOR, DivergenceGuard
 from pyrovae.inference.estimators import make_estimator
 from pyrovae.inference.evaluate import evaluate_elbo
@@ -42,8 +52,8 @@ def svi_step(
     Returns the loss summed over the batch. A non-finite loss, or one that ``guard`` finds blown
     up, raises before the update, so the parameters keep their last good values.
     """
-    loss = estimator.loss_and_grads(model, guide, *args)
     try:
+        loss = estimator.loss_and_grads(model, guide, *args)
         if not math.isfinite(loss):
             raise TrainingDiverged(f"loss became {loss} (the parameters were not updated)")
         if guard is not None:
@@ -131,6 +141,16 @@ def fit(
     A NaN or infinite test ELBO stops it too. Stopping raises :class:`TrainingDiverged` before
     the bad update and before ``on_epoch_end``, so the last checkpoint is the last good one.
 
+    Called in every process of an initialized ``torch.distributed`` process group, with the
+    same data and a model and guide on each process's device, ``fit`` trains data-parallel
+    (:mod:`~pyrovae.inference.data_parallel`): ``batch_size`` stays the global batch, every rank
+    draws the same shuffle and binarization and takes its slice of each batch, its noise comes
+    from a stream seeded by (``seed``, rank) (:func:`~pyrovae.core.distributed.rank_seed`; rank
+    0's is ``seed``'s own), and the gradients are summed over ranks, so the update is the one a
+    single process makes on the whole batch with those draws. The test ELBO is computed on rank
+    0 and sent to all; every rank returns the same records (but ``seconds``, its own clock) and
+    calls ``on_epoch_end``; a non-finite loss on any rank stops every rank.
+
     Returns one record per epoch: ``train_elbo`` (mean of the per-step estimates while training)
     and ``test_elbo``, ``test_recon``, ``test_kl`` (see :func:`evaluate_elbo`), per datapoint in
     nats, ``beta`` and ``lr`` at the epoch's last step, and the epoch's wall time ``seconds``
@@ -143,8 +163,9 @@ def fit(
     schedule = lookup(LR_SCHEDULES, lr_schedule, "learning-rate schedule")
     if optimizer is None:
         optimizer = make_optimizer((model, guide), lr)
+    check_batch_size(batch_size)
     if start_epoch == 0:
-        set_seed(seed)
+        set_seed(rank_seed(seed, rank()))
     n = data.num_train
     conditional = getattr(model, "num_classes", 0) > 0
     test_y = data.test_y if conditional else None
@@ -154,6 +175,11 @@ def fit(
     scheduled = schedule is not LR_SCHEDULES["constant"]
     lr_now = optimizer.param_groups[0]["lr"]
     fast = JitELBO(estimator) if jit else estimator
+    plain = estimator
+    if is_distributed():
+        parallel = DataParallel(model, guide)
+        fast, plain = parallel.sharded(fast), parallel.sharded(plain)
+    show = progress and is_root()
     guard = DivergenceGuard(divergence_factor)
     objective = train_name(estimator, beta, kl_warmup)  # what train_elbo is, by name
     history = []
@@ -162,7 +188,7 @@ def fit(
         bar = tqdm(
             total=num_batches(n, batch_size),
             desc=f"epoch {epoch}/{epochs}",
-            disable=not progress,
+            disable=not show,
             leave=False,
             dynamic_ncols=True,
         )
@@ -177,24 +203,26 @@ def fit(
             if scheduled:
                 factor = schedule(epoch - 1, step, steps_per_epoch, epochs)
                 lr_now = set_learning_rate(optimizer, factor)
-            step_estimator = fast if weight == beta else estimator  # β fixed: one graph
+            step_estimator = fast if weight == beta else plain  # β fixed: one graph
             try:
                 with LatentScale(weight) if scaled else nullcontext():
                     total += svi_step(step_estimator, model, guide, optimizer, *args, guard=guard)
             except TrainingDiverged as e:
                 bar.close()
-                raise TrainingDiverged(f"epoch {epoch}, step {step + 1}: {e}") from None
+                error = TrainingDiverged(f"epoch {epoch}, step {step + 1}: {e}")
+                raise reported_by_root(error) from None  # every rank stops alike
             seen += args[0].shape[0]
-            if progress and (step % 20 == 0):
+            if show and (step % 20 == 0):
                 bar.set_postfix_str(f"{objective} {-total / seen:.2f}", refresh=False)
             bar.update()
         seconds = time.perf_counter() - start
         bar.close()
-        test = evaluate_elbo(model, guide, data.test_x, test_y)
+        test = from_root(lambda: evaluate_elbo(model, guide, data.test_x, test_y))
         if not math.isfinite(test["elbo"]):
-            raise TrainingDiverged(
+            error = TrainingDiverged(
                 f"epoch {epoch}: the test ELBO is {test['elbo']} (the epoch is not checkpointed)"
             )
+            raise reported_by_root(error)
         record = {
             "epoch": epoch,
             "train_elbo": -total / n,
@@ -206,7 +234,7 @@ def fit(
             "seconds": seconds,
         }
         history.append(record)
-        if progress:
+        if show:
             tqdm.write(epoch_line(record, epochs, estimator, beta, kl_warmup))
         if on_epoch_end is not None:
             on_epoch_end(record)

@@ -3,6 +3,12 @@
 Configuration → data → model/guide → :func:`~pyrovae.inference.train.fit`, with a checkpoint,
 a metrics line and (2-D latents) a latent snapshot after every epoch, and the run's standard
 figures at the end.
+
+In a process group (``torchrun``, :mod:`~pyrovae.core.distributed`) every rank trains, and rank
+0 alone touches the run folder: it checks and creates it, holds its lock, reads the checkpoint
+(and sends it to the others), and writes config, metrics, checkpoints, latents and figures. The
+checkpoint then holds every rank's RNG state and the world size; a resume needs the same world
+size (each rank continues its own noise stream) and refuses another in one line.
 """
 
 from __future__ import annotations
@@ -11,10 +17,22 @@ import math
 from pathlib import Path
 from typing import Any
 
+from pyrovae.core.distributed import (
+    agree,
+    check_batch_size,
+    from_root,
+    gather_all,
+    is_distributed,
+    on_root,
+    rank,
+    rank_device,
+    root_context,
+    world_size,
+)
 from pyrovae.core.errors import PyroVAEError
 from pyrovae.core.files import check_writable, remove_temp_files
 from pyrovae.core.labels import labels_for
-from pyrovae.core.runtime import get_rng_state, resolve_device, seeded, set_rng_state, set_seed
+from pyrovae.core.runtime import get_rng_state, seeded, set_rng_state, set_seed
 from pyrovae.data.base import TrainingData
 from pyrovae.inference.estimators import make_estimator
 from pyrovae.inference.train import fit, make_optimizer
@@ -59,35 +77,53 @@ def _optimizer(config: TrainConfig, model, guide):
     return make_optimizer((model, guide), config.lr, config.adam_betas, config.adam_eps)
 
 
+def _rng_states() -> dict[str, Any]:
+    """The checkpoint's RNG entries: ``rng`` (rank 0's generators, or the one process's) and,
+    in a process group, ``world_size`` and ``rank_rngs``, every rank's (a collective)."""
+    states = gather_all(get_rng_state())
+    if not is_distributed():
+        return {"rng": states[0]}
+    return {"rng": states[0], "world_size": len(states), "rank_rngs": states}
+
+
+def _restore_rng(state: dict[str, Any]) -> None:
+    set_rng_state(state["rank_rngs"][rank()] if "rank_rngs" in state else state["rng"])
+
+
 def _train(
     config, path, model, guide, optimizer, data, start_epoch, history, progress, figures, board
 ):
     history = list(history)
     snapshots = None
     if figures and config.latent_dims[0] == 2:  # codes of z (or of the bottom layer z1)
-        snapshots = LatentSnapshots(path, model, guide, data, start_epoch)
-    log = open_log(path, config, model, guide, data, start_epoch) if board else None
+        snapshots = on_root(lambda: LatentSnapshots(path, model, guide, data, start_epoch))
+    log = None
+    if board:  # rank 0 alone logs
+        log = on_root(lambda: open_log(path, config, model, guide, data, start_epoch))
 
     def checkpoint(record: dict[str, Any]) -> None:
-        if log is not None:  # before the checkpoint: a resume purges what follows that
-            log.record(record)
         # the checkpoint holds the metrics too: a kill before metrics.jsonl is written loses
         # nothing, because resume rewrites the file from the checkpoint
         history.append(record)
-        save_checkpoint(
-            path,
-            {
+        rng = _rng_states()
+
+        def write() -> None:
+            if log is not None:  # before the checkpoint: a resume purges what follows that
+                log.record(record)
+            state = {
                 "epoch": record["epoch"],
                 "model": model.state_dict(),
                 "guide": guide.state_dict(),
                 "optimizer": optimizer.state_dict(),
-                "rng": get_rng_state(),
+                **rng,
                 "history": history,
-            },
-        )
-        write_metrics(path, history)
-        if snapshots is not None:
-            snapshots.record(record["epoch"])
+            }
+            save_checkpoint(path, state)
+            write_metrics(path, history)
+            if snapshots is not None:
+                snapshots.record(record["epoch"])
+
+        on_root(write)
 
     try:
         fit(
@@ -114,16 +150,45 @@ def _train(
             log.close()
     if figures:
         latents = snapshots.as_dict() if snapshots is not None else None
-        standard_figures(path / FIGURES, path.name, model, guide, data, history, latents)
+        out = path / FIGURES
+        on_root(lambda: standard_figures(out, path.name, model, guide, data, history, latents))
     return history
 
 
 def _fresh_start(config: TrainConfig, data: TrainingData, device):
-    """Seeded initialization (part of the run), checked by one loss evaluation, and Adam."""
-    set_seed(config.seed)
-    model, guide = build_on(config, data.num_pixels, data.num_classes, device, data.shape)
-    _preflight(config, model, guide, data)
-    return model, guide, _optimizer(config, model, guide)
+    """Seeded initialization (part of the run; the same on every rank), checked by one loss
+    evaluation, and Adam."""
+
+    def start():
+        set_seed(config.seed)
+        model, guide = build_on(config, data.num_pixels, data.num_classes, device, data.shape)
+        _preflight(config, model, guide, data)
+        return model, guide, _optimizer(config, model, guide)
+
+    return agree(start)
+
+
+def _data(
+    config: TrainConfig,
+    device,
+    data_dir: str | None,
+    download: bool,
+    recorded: dict[str, Any] | None = None,
+    allow_other_data: bool = False,
+) -> TrainingData:
+    """Every rank's copy of the data (one process per machine first: it may unpack or
+    download into a cache the others then read); ``recorded``: what the run was trained on."""
+    return agree(
+        lambda: run_data(config, device, data_dir, download, recorded, allow_other_data),
+        local_root_first=True,
+    )
+
+
+def _new_folder(config: TrainConfig, run_dir: str | Path | None) -> Path:
+    path = Path(run_dir) if run_dir is not None else default_run_dir(config)
+    check_new_run(path)
+    check_writable(path)
+    return path
 
 
 def train_run(
@@ -147,11 +212,10 @@ def train_run(
     """
     if tensorboard:
         require_tensorboard()
-    device = resolve_device(config.device)
-    path = Path(run_dir) if run_dir is not None else default_run_dir(config)
-    check_new_run(path)
-    check_writable(path)
-    data = run_data(config, device, data_dir, download)
+    device = agree(lambda: rank_device(config.device))
+    check_batch_size(config.batch_size)
+    path = from_root(lambda: _new_folder(config, run_dir))
+    data = _data(config, device, data_dir, download)
     model, guide, optimizer = _fresh_start(config, data, device)
     meta = {
         "device": str(device),
@@ -159,9 +223,11 @@ def train_run(
         "num_classes": data.num_classes,
         "data": data.describe(),
     }
-    make_run_dir(path)
-    with run_lock(path):
-        create_run(path, config, meta)
+    if is_distributed():
+        meta["world_size"] = world_size()
+    on_root(lambda: make_run_dir(path))
+    with root_context(lambda: run_lock(path)):
+        on_root(lambda: create_run(path, config, meta))
         return path, _train(
             config, path, model, guide, optimizer, data, 0, [], progress, figures, tensorboard
         )
@@ -192,32 +258,29 @@ def resume_run(
     if tensorboard:
         require_tensorboard()
     path = Path(run_dir)
-    config = read_config(path)
     changes = {k: v for k, v in {"epochs": epochs, "device": device}.items() if v is not None}
-    config = config.replace(**changes)
-    dev = resolve_device(config.device)
-    with run_lock(path):
-        remove_temp_files(path)
-        check_writable(path)
-        state = load_checkpoint(path, dev) if (path / CHECKPOINT).is_file() else None
-        done = int(state["epoch"]) if state is not None else 0
-        history = checkpoint_history(path, state) if state is not None else []
-        write_metrics(path, history)  # the checkpoint's record, whatever a kill left behind
-        if config.epochs <= done:
-            raise PyroVAEError(
-                f"{path} has trained {done} of {config.epochs} epochs; pass --epochs N > {done}"
-            )
-        recorded = read_run_meta(path).get("data")
-        data = run_data(config, dev, data_dir, download, recorded, allow_other_data)
+    config = from_root(lambda: read_config(path).replace(**changes))
+    dev = agree(lambda: rank_device(config.device))
+    check_batch_size(config.batch_size)
+    with root_context(lambda: run_lock(path)):
+        state, history = from_root(lambda: _recover(path, config, dev))
+        recorded = from_root(lambda: read_run_meta(path).get("data"))
+        data = _data(config, dev, data_dir, download, recorded, allow_other_data)
         if state is None:
             model, guide, optimizer = _fresh_start(config, data, dev)
         else:
-            model, guide = restore(
-                config, state, data.num_pixels, data.num_classes, dev, data.shape
-            )
-            optimizer = _optimizer(config, model, guide)
-            optimizer.load_state_dict(state["optimizer"])
-            set_rng_state(state["rng"])
+
+            def restored():
+                model, guide = restore(
+                    config, state, data.num_pixels, data.num_classes, dev, data.shape
+                )
+                optimizer = _optimizer(config, model, guide)
+                optimizer.load_state_dict(state["optimizer"])
+                return model, guide, optimizer
+
+            model, guide, optimizer = agree(restored)
+            _restore_rng(state)
+        done = int(state["epoch"]) if state is not None else 0
         return path, _train(
             config,
             path,
@@ -230,4 +293,37 @@ def resume_run(
             progress,
             figures,
             tensorboard,
+        )
+
+
+def _recover(path: Path, config: TrainConfig, device) -> tuple[dict[str, Any] | None, list]:
+    """Rank 0's part of a resume, under the lock: clean up, read the checkpoint (on the CPU in
+    a process group: it is sent to the other ranks), repair the metrics, check the epochs and
+    the world size."""
+    remove_temp_files(path)
+    check_writable(path)
+    where = "cpu" if is_distributed() else device
+    state = load_checkpoint(path, where) if (path / CHECKPOINT).is_file() else None
+    done = int(state["epoch"]) if state is not None else 0
+    history = checkpoint_history(path, state) if state is not None else []
+    write_metrics(path, history)  # the checkpoint's record, whatever a kill left behind
+    if config.epochs <= done:
+        raise PyroVAEError(
+            f"{path} has trained {done} of {config.epochs} epochs; pass --epochs N > {done}"
+        )
+    if state is not None:
+        _check_world_size(path, int(state.get("world_size", 1)))
+    return state, history
+
+
+def _check_world_size(path: Path, saved: int) -> None:
+    """Refuse a resume with another number of processes: each rank's noise stream continues
+    from the checkpoint, and another world size would have other streams (and shards)."""
+    now = world_size()
+    if saved != now:
+        how = "without torchrun" if saved == 1 else f"with torchrun, {saved} processes in all"
+        raise PyroVAEError(
+            f"{path} was trained by {saved} process{'es' if saved > 1 else ''} and this resume "
+            f"has {now}: an exact resume continues every rank's own random stream, so resume "
+            f"it {how}"
         )
