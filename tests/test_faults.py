@@ -441,3 +441,36 @@ def test_every_promise_names_an_existing_test():
         re.findall(r"^def (test_\w+)", "".join(p.read_text() for p in root.glob("test_*.py")), re.M)
     )
     assert len(names) >= 15 and names <= defined, sorted(names - defined)
+
+
+MNIST_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "mnist"
+
+
+def test_a_registered_name_over_another_datasets_files_is_refused(tmp_path):
+    """Fingerprints: label counts and mean intensity of the full splits, checked on read."""
+    from pyrovae.data.files import DatasetSpec, Fingerprint, check_fingerprint
+
+    spec = DatasetSpec(None, "Tiny", None, fingerprint=Fingerprint((2, 1), (1, 1), 0.5))
+    raw = {
+        "train_labels": torch.tensor([0, 0, 1]),
+        "test_labels": torch.tensor([0, 1]),
+        "train_images": torch.full((3, 2, 2), 127.5),
+    }
+    check_fingerprint(spec, raw, "here")  # counts and mean as known
+    with pytest.raises(PyroVAEError, match=r"not Tiny's \(mean intensity 0.6000, not 0.5000\)"):
+        check_fingerprint(spec, {**raw, "train_images": torch.full((3, 2, 2), 153.0)}, "here")
+    with pytest.raises(PyroVAEError, match=r"label counts \[1, 2\]"):
+        check_fingerprint(spec, {**raw, "train_labels": torch.tensor([0, 1, 1])}, "here")
+    check_fingerprint(spec, {**raw, "train_labels": torch.tensor([0, 1])}, "here")  # a cut
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not MNIST_DIR.is_dir(), reason="../shared/data/mnist is absent")
+def test_mnist_files_under_the_name_fashion_mnist_are_refused(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PYROVAE_DATA", str(MNIST_DIR))
+    argv = ["train", "--dataset", "fashion-mnist", "--run-dir", str(tmp_path / "r")]
+    assert main([*argv, "--no-download", "--epochs", "1", "--no-progress"]) == 2
+    err = _err(capsys)
+    assert "are not FashionMNIST's (label counts [5923, 6742" in err
+    assert not (tmp_path / "r").exists()
+    load_data("mnist", "dynamic", data_dir=str(MNIST_DIR), download=False)  # its own name: fine

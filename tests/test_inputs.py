@@ -299,6 +299,7 @@ def test_a_stalled_download_times_out_in_seconds(tmp_path, monkeypatch):
     assert "\n" not in msg and f"download into {tmp_path / 'dl'} failed: timed out" in msg
     assert held  # it did reach the server
     assert socket.getdefaulttimeout() is None  # the process-wide setting is restored
+    assert not (tmp_path / "dl").exists()  # what the failed download made is gone
 
 
 # ---------------------------------------------------------------- bad data: one line, the file

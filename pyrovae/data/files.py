@@ -44,6 +44,19 @@ DOWNLOAD_TIMEOUT = 30.0  # seconds a connect or a read may wait before a downloa
 
 
 @dataclass(frozen=True)
+class Fingerprint:
+    """What is known of a registered dataset's files: each split's label counts (class 0, 1, …)
+    and the mean intensity of its training images (in [0, 1], to ``MEAN_TOLERANCE``)."""
+
+    train_counts: tuple[int, ...]
+    test_counts: tuple[int, ...]
+    train_mean: float
+
+
+MEAN_TOLERANCE = 5e-4  # the means are known to 4 decimals
+
+
+@dataclass(frozen=True)
 class Found:
     """A registered dataset's two splits, where they were found, and the files read."""
 
@@ -109,6 +122,7 @@ class DatasetSpec:
     system_dirs: tuple[str, ...] = ()
     system_package: str | None = None
     description: str = ""  # one line for --help
+    fingerprint: Fingerprint | None = None  # checked when the files hold the full splits
 
 
 def _idx(cls: type, files: tuple[str, str, str, str] = FILES, transpose: bool = False, **kw):
@@ -138,9 +152,16 @@ DATASETS: dict[str, DatasetSpec] = {
         system_dirs=("/usr/share/datasets/fashion-mnist",),
         system_package="dataset-fashion-mnist",
         description="Zalando's 28×28 clothing images, 60 000 + 10 000 test, 10 classes",
+        fingerprint=Fingerprint((6000,) * 10, (1000,) * 10, 0.2860),
     ),
     "mnist": DatasetSpec(
-        **_idx(datasets.MNIST), description="28×28 handwritten digits, 60 000 + 10 000, 10 classes"
+        **_idx(datasets.MNIST),
+        description="28×28 handwritten digits, 60 000 + 10 000, 10 classes",
+        fingerprint=Fingerprint(
+            (5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949),
+            (980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009),
+            0.1307,
+        ),
     ),
     "kmnist": DatasetSpec(
         **_idx(datasets.KMNIST), description="Kuzushiji-MNIST: 28×28 cursive Japanese, 10 classes"
@@ -275,6 +296,31 @@ def _read(root: Path, spec: DatasetSpec, where: str) -> dict[str, torch.Tensor]:
     return out
 
 
+def check_fingerprint(spec: DatasetSpec, raw: dict[str, torch.Tensor], where: str) -> None:
+    """Refuse files that hold another dataset under this one's name (the IDX names of MNIST and
+    Fashion-MNIST are the same): when they hold the full splits, their label counts and mean
+    intensity must be the registered dataset's. A smaller or larger set under the name (one's
+    own cut, say) is read as it is."""
+    known = spec.fingerprint
+    if known is None:
+        return
+    train, test = raw["train_labels"], raw["test_labels"]
+    if (len(train), len(test)) != (sum(known.train_counts), sum(known.test_counts)):
+        return
+    counts = tuple(torch.bincount(train).tolist()), tuple(torch.bincount(test).tolist())
+    mean = raw["train_images"].double().mean().item() / 255
+    if counts != (known.train_counts, known.test_counts):
+        what = f"label counts {list(counts[0])}"
+    elif abs(mean - known.train_mean) > MEAN_TOLERANCE:
+        what = f"mean intensity {mean:.4f}, not {known.train_mean:.4f}"
+    else:
+        return
+    raise PyroVAEError(
+        f"the {spec.folder} files in {where} are not {spec.folder}'s ({what}): another dataset "
+        "under the same file names? point --data-dir at the right files"
+    )
+
+
 def _files_under(folder: Path) -> tuple[tuple[str, Path], ...]:
     """Every file below ``folder``, by path relative to it (sorted): what a hash covers."""
     return tuple((str(p.relative_to(folder)), p) for p in sorted(folder.rglob("*")) if p.is_file())
@@ -289,6 +335,7 @@ def _open(spec: DatasetSpec, directory: Path, options: ImageOptions) -> Found | 
             return None
         root = _stage(found, spec)
         raw = _read(root, spec, where)
+        check_fingerprint(spec, raw, where)
         train, test = (
             ArraySource(partial(dict.get, raw, f"{s}_images"), where, raw[f"{s}_labels"], options)
             for s in ("train", "test")
@@ -319,9 +366,18 @@ def network_timeout(seconds: float) -> Iterator[None]:
 
 
 def _download(spec: DatasetSpec, root: Path, timeout: float) -> None:
-    with network_timeout(timeout):
-        for train in (True, False):
-            spec.make(str(root), train, True)
+    """torchvision's download (with its progress bar) of both splits into ``root``; when it
+    fails, the folders it made are removed again, with what it left in them (partial files):
+    nothing of the user's can be there, as those folders did not exist before."""
+    made = next((d for d in (root, root / spec.folder) if not d.exists()), None)
+    try:
+        with network_timeout(timeout):
+            for train in (True, False):
+                spec.make(str(root), train, True)
+    except BaseException:
+        if made is not None:
+            shutil.rmtree(made, ignore_errors=True)
+        raise
 
 
 def read_dataset(
