@@ -36,6 +36,9 @@ def test_row_names_and_paper_figures():
     config = script.config_of(script.ROWS["1L-dreg-k5"], 13, 0, "cpu", None)
     assert (config.estimator, config.num_particles, config.epochs) == ("iwae-dreg", 5, 13)
     assert (config.hidden, config.activation, config.adam_eps) == ((200, 200), "tanh", 1e-4)
+    two = script.config_of(script.ROWS["2L-iwae-k50"], 3280, 0, "cpu", None)
+    assert (two.latent_dims, two.upper_hidden, two.num_particles) == ((100, 50), (100, 100), 50)
+    assert script.ROWS["2L-iwae-k50"].paper == 82.90
 
 
 def test_orderings_are_checked_at_equal_budget():

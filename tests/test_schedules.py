@@ -85,7 +85,10 @@ def test_the_burda2015_preset_is_the_papers_protocol():
     assert preset_config("burda2015", epochs=121, estimator="iwae").epochs == 121
     with pytest.raises(PyroVAEError, match="unknown preset"):
         preset_config("burda2016")
-    assert set(PRESETS) == {"burda2015"}
+    assert set(PRESETS) == {"burda2015", "burda2015-two-layers"}
+    two = preset_config("burda2015-two-layers")
+    assert (two.latent_dims, two.upper_hidden, two.hidden) == ((100, 50), (100, 100), (200, 200))
+    assert two.replace(latent_dim=50, upper_hidden=()) == config  # the rest: one layer's
 
 
 SMALL = {"dataset": "mnist", "hidden": (16,), "latent_dim": 3, "batch_size": 100, "device": "cpu"}

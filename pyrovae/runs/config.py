@@ -268,6 +268,12 @@ PRESETS: dict[str, dict[str, Any]] = {
         "epochs": burda_epochs(8),
     },
 }
+# Table 1's two stochastic layers: x → 200-200 → z1 (100) → 100-100 → z2 (50), the rest as above.
+PRESETS["burda2015-two-layers"] = {
+    **PRESETS["burda2015"],
+    "latent_dim": (100, 50),
+    "upper_hidden": (100, 100),
+}
 
 
 def preset_config(name: str, **changes: Any) -> TrainConfig:
