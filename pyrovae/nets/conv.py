@@ -60,7 +60,7 @@ class ConvEncoder(nn.Module):
     gives ⌊H/2⌋×⌊W/2⌋, Conv(32→64, 4, 2, 1) gives h×w = ⌊H/4⌋×⌊W/4⌋, flattened to 64·h·w.
     """
 
-    description = "two stride-2 convolutions 28 → 14 → 7, then --hidden; 28×28 images"
+    description = "two stride-2 convolutions (side → side/2 → side/4), then --hidden; ≥ 4×4 images"
 
     def __init__(
         self,
