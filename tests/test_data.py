@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 
 import numpy as np
@@ -226,3 +227,39 @@ def test_image_data_and_make_image_data_validate_their_tensors():
     validate_images(torch.tensor([0.0, 1.0]), "ok", levels=1)
     with pytest.raises(PyroVAEError, match="^bits: "):
         validate_images(torch.tensor([0.0, 0.5]), "bits", levels=1)
+
+
+def test_processes_staging_the_same_gz_files_at_once_all_read_them(tmp_path):
+    """Gzipped files are unpacked into a shared cache; runs started together (one per row of
+    a benchmark, say) must not trip over each other's half-written copies."""
+    import threading
+
+    arrays = write_dataset(tmp_path / "d", 3000, 500)
+    barrier, results, errors = threading.Barrier(6), [], []
+
+    def read() -> None:
+        barrier.wait()
+        try:
+            results.append(read_idx_dataset("mnist", str(tmp_path / "d"), download=False))
+        except Exception as e:  # noqa: BLE001 - the test reports every failure
+            errors.append(repr(e))
+
+    threads = [threading.Thread(target=read) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    for raw in results:
+        np.testing.assert_array_equal(raw["train_images"].numpy(), arrays["train"][0])
+    staged = [p.name for p in (Path(os.environ["XDG_CACHE_HOME"]) / "pyrovae").rglob("*")]
+    assert not [name for name in staged if name.endswith(".tmp")]
+
+
+def test_a_truncated_gz_file_is_one_line_naming_it(tmp_path):
+    write_dataset(tmp_path / "d", 50, 20)
+    path = tmp_path / "d" / "train-images-idx3-ubyte.gz"
+    path.write_bytes(path.read_bytes()[:-40])
+    with pytest.raises(PyroVAEError, match=r"cannot read .*train-images-idx3-ubyte.gz") as e:
+        read_idx_dataset("mnist", str(tmp_path / "d"), download=False)
+    assert "\n" not in str(e.value)
