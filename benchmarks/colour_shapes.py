@@ -41,14 +41,18 @@ def draw(rng: np.random.Generator, kind: int, noise: float) -> np.ndarray:
     return np.clip(np.round(image), 0, 255).astype(np.uint8)
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("out", type=Path)
     p.add_argument("--train", type=int, default=5000, help="training images")
     p.add_argument("--test", type=int, default=1000, help="test images")
     p.add_argument("--noise", type=float, default=3.0, help="noise σ, in levels")
     p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     rng = np.random.default_rng(args.seed)
     for split, n in (("train", args.train), ("test", args.test)):
         for i in range(n):

@@ -103,3 +103,28 @@ def test_each_command_parses_with_valid_settings(command, tmp_path, monkeypatch)
     if command[0] == "train" and args.resume is None and args.config is None:
         fields = {k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__}
         preset_config(args.preset, **fields) if args.preset else TrainConfig(**fields)
+
+
+BENCHMARK_COMMAND = re.compile(r"python benchmarks/(\w+)\.py((?:[^`\n\\]|\\\n)*)")
+
+
+def _benchmark_commands() -> list[tuple[str, list[str]]]:
+    """Each ``python benchmarks/<script>.py …`` in README.md and BENCHMARKS.md, fenced or inline."""
+    found = []
+    for doc in ("README.md", "BENCHMARKS.md"):
+        for script, rest in BENCHMARK_COMMAND.findall((ROOT / doc).read_text()):
+            found.append((script, shlex.split(rest.replace("\\\n", " "), comments=True)))
+    return found
+
+
+def test_the_docs_have_their_benchmark_commands():
+    assert {"compare", "reproduce_iwae", "gpu_check"} <= {s for s, _ in _benchmark_commands()}
+
+
+@pytest.mark.parametrize(
+    "script, args", _benchmark_commands(), ids=lambda v: v if isinstance(v, str) else " ".join(v)
+)
+def test_each_benchmark_command_parses(script, args, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # the scripts import their siblings
+    module = __import__(script)
+    module.parse_args(args)  # argparse exits 2 on an unknown flag or a bad value
