@@ -34,10 +34,11 @@ from pathlib import Path
 import torch
 
 from pyrovae import evaluate_run, resume_run, train_run
+from pyrovae.core.errors import PyroVAEError
 from pyrovae.core.files import atomic_write
 from pyrovae.inference.schedules import burda_epochs
 from pyrovae.runs.config import preset_config
-from pyrovae.runs.folder import CHECKPOINT, load_checkpoint, read_metrics
+from pyrovae.runs.folder import CHECKPOINT, CONFIG, load_checkpoint, read_metrics
 
 # Burda et al. 2015, Table 1, MNIST: test negative log-likelihood in nats (K = 5000).
 PAPER_NLL: dict[tuple[int, str, int], float] = {
@@ -114,10 +115,11 @@ def config_of(row: Row, epochs: int, seed: int, device: str, train_subset: int |
 
 
 def train(row: Row, path: Path, epochs: int, args: argparse.Namespace) -> None:
-    """Train ``row`` to ``epochs`` passes in ``path``: a new run, or a resume of its checkpoint."""
+    """Train ``row`` to ``epochs`` passes in ``path``: a new run, or a resume of its folder
+    (from its checkpoint, or from pass 0 when it was stopped before its first checkpoint)."""
     common = {"data_dir": args.data_dir, "download": False, "progress": args.progress}
-    if (path / CHECKPOINT).is_file():
-        done = int(load_checkpoint(path)["epoch"])
+    if (path / CONFIG).is_file():
+        done = int(load_checkpoint(path)["epoch"]) if (path / CHECKPOINT).is_file() else 0
         if done < epochs:
             print(f"{row.name}: resuming at pass {done} of {epochs}", flush=True)
             resume_run(path, epochs=epochs, **common)
@@ -322,4 +324,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except PyroVAEError as e:  # a damaged or busy row folder, missing data: one line
+        print(f"reproduce_iwae.py: error: {e}", file=sys.stderr)
+        sys.exit(2)

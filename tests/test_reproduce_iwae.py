@@ -80,3 +80,37 @@ def test_a_short_row_end_to_end(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "resuming at pass 1 of 2" in out and "at pass 2" in out
     assert longer[0]["passes"] == 2 and longer[0]["last_lr"] == pytest.approx(1e-3 * 10 ** (-1 / 7))
+
+
+@pytest.mark.skipif(not MNIST.is_dir(), reason="../shared/data/mnist is absent")
+def test_a_row_stopped_before_its_first_checkpoint_starts_again(tmp_path, capsys):
+    """A kill after the folder's config.json and before the first checkpoint leaves a folder
+    that a new run may not overwrite: the row resumes it from pass 0."""
+    common = ["--root", str(tmp_path / "runs"), "--data-dir", str(MNIST), "--no-progress"]
+    common += ["--train-subset", "100", "--test-subset", "10", "--eval-samples", "5"]
+    common += ["--device", "cpu", "--json", str(tmp_path / "table.json")]
+    script.main(["--rows", "1L-vae-k1", "--passes", "1", *common])
+    folder = tmp_path / "runs" / "1L-vae-k1"
+    reference = json.loads((folder / script.EVALUATED).read_text())
+    for name in ("checkpoint.pt", "metrics.jsonl", "evaluation.json", script.EVALUATED):
+        (folder / name).unlink()  # as if killed right after create_run
+    rows = script.main(["--rows", "1L-vae-k1", "--passes", "1", *common])
+    assert "resuming at pass 0 of 1" in capsys.readouterr().out
+    assert rows[0]["passes"] == 1 and rows[0]["nll"] == pytest.approx(-reference["log_px"])
+
+
+def test_a_pyrovae_error_is_one_line_and_exit_2(tmp_path):
+    import subprocess
+
+    folder = tmp_path / "runs" / "1L-vae-k1"
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text("{ damaged")
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "reproduce_iwae.py"), "--rows", "1L-vae-k1"]
+        + ["--passes", "1", "--root", str(tmp_path / "runs"), "--data-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("reproduce_iwae.py: error: ") and result.stderr.count("\n") == 1
