@@ -349,12 +349,17 @@ def _evaluate(args: argparse.Namespace) -> None:
         allow_other_data=args.allow_other_data,
     )
     print(f"epoch {results['epoch']}, {results['num_test']} test images, per image in nats:")
-    print(
-        f"  test ELBO            {results['test_elbo']:.3f} "
-        f"({results['test_elbo_bpd']:.4f} bits/dim)"
-    )
-    print(f"  reconstruction term  {results['test_recon']:.3f}")
-    print(f"  KL(q(z|x) || p(z))   {results['test_kl']:.3f}")
+    if results.get("point_mass"):  # the autoencoder: no ELBO, no KL, no log p(x)
+        print(f"  reconstruction term  {results['test_recon']:.3f}")
+        print(f"  −log p(z) at code    {results['test_kl']:.3f}")
+        print("  log p(x)             n/a: a point-mass guide has no density to sample with")
+    else:
+        print(
+            f"  test ELBO            {results['test_elbo']:.3f} "
+            f"({results['test_elbo_bpd']:.4f} bits/dim)"
+        )
+        print(f"  reconstruction term  {results['test_recon']:.3f}")
+        print(f"  KL(q(z|x) || p(z))   {results['test_kl']:.3f}")
     if "log_px" in results:
         stderr = results["log_px_stderr"]
         spread = f"± {stderr:.3f}" if stderr is not None else "± n/a"

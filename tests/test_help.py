@@ -193,10 +193,21 @@ def test_training_output_names_the_bound_and_never_says_elbo_for_an_autoencoder(
     out = capsys.readouterr().out
     assert "ELBO" not in out and "train recon" in out
     assert "test recon" in out.splitlines()[-2]
+    # evaluate: a point mass has no KL and no density to importance-sample log p(x) with
+    data = ["--data-dir", str(idx_dir), "--no-progress", "--device", "cpu"]
+    assert main(["evaluate", str(tmp_path / "ae"), *data]) == 0
+    out = capsys.readouterr().out
+    assert "ELBO" not in out and "KL" not in out and "effective samples" not in out
+    assert "−log p(z) at code" in out and "log p(x)             n/a" in out
+    record = json.loads((tmp_path / "ae" / "evaluation.json").read_text())["evaluations"][-1]
+    assert record["point_mass"] is True and "log_px" not in record
     args = ["--estimator", "iwae", "--num-particles", "3", "--run-dir", str(tmp_path / "iwae")]
     assert main(["train", *small, *args]) == 0
     out = capsys.readouterr().out
     assert "epoch 1/10: train bound L_3 " in out
+    assert main(["evaluate", str(tmp_path / "iwae"), *data]) == 0  # a VAE: all of it
+    out = capsys.readouterr().out
+    assert "test ELBO" in out and "KL(q(z|x) || p(z))" in out and "effective samples" in out
 
 
 @pytest.mark.cuda

@@ -35,6 +35,7 @@ class Family(nn.Module, ABC):
     """A guide family over z ∈ ℝ^d: ``num_params`` raw encoder outputs per datapoint ↦ q_φ(z|x)."""
 
     num_params: int  # raw encoder outputs per datapoint
+    has_density = True  # False for a point mass: no KL, no importance sampling from it
 
     def __init__(self, latent_dim: int) -> None:
         super().__init__()
@@ -209,6 +210,7 @@ class PointMass(Family):
     """
 
     description = "point mass at the encoder's output: the autoencoder (use with β = 0)"
+    has_density = False
 
     def __init__(self, latent_dim: int) -> None:
         super().__init__(latent_dim)

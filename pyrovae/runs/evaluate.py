@@ -9,6 +9,7 @@ from typing import Any
 from pyrovae.core.errors import PyroVAEError, check_at_least
 from pyrovae.core.files import check_writable
 from pyrovae.core.labels import labels_for
+from pyrovae.guides.families import GUIDES
 from pyrovae.inference.evaluate import bits_per_dim, evaluate_elbo
 from pyrovae.inference.marginal import active_units_by_site, log_marginal_likelihood
 from pyrovae.runs.folder import run_lock, write_evaluation
@@ -42,6 +43,9 @@ def evaluate_run(
     ``test_elbo_bpd`` and ``log_px_bpd``: the same in bits per dimension, −log p / (D ln 2);
     ``active_units``: latent dimensions with Cov_x(E_q[z_j|x]) > 0.01, out of ``latent_dim``
     (with several stochastic layers, both are lists: one count and size per layer, bottom first).
+    A point-mass guide (the autoencoder) has no density: ``point_mass`` is then true,
+    ``test_kl`` holds −log p(z) at the code (Pyro's log q = 0), ``test_elbo`` is no bound, and
+    no log p(x) is estimated (importance sampling needs q's density).
     ``test_subset=N`` uses the first N test images only (from one image: no stderr, no active
     units, recorded as null).
     """
@@ -74,7 +78,10 @@ def _evaluate(path, device, data_dir, download, num_samples, test_subset, progre
         "test_kl": test["kl"],
         "test_elbo_bpd": bits_per_dim(test["elbo"], data.num_pixels),
     }
-    if num_samples > 0:
+    point_mass = not GUIDES[config.guide].has_density
+    if point_mass:  # Pyro's log q = 0 for a point mass: "KL" holds −log p(z) at the code
+        figures["point_mass"] = True
+    if num_samples > 0 and not point_mass:
         lml = log_marginal_likelihood(model, guide, x, num_samples, y, progress=progress)
         figures.update(
             log_px=lml["log_px"],
