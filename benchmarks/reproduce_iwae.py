@@ -187,6 +187,18 @@ def result(row: Row, path: Path, evaluation: dict | None) -> dict:
     return out
 
 
+def total_units(active: int | list[int] | None) -> int | None:
+    """Active units over all stochastic layers (a two-layer row records one count per layer)."""
+    return sum(active) if isinstance(active, list) else active
+
+
+def units_text(active: int | list[int] | None) -> str:
+    """``15``, or per layer bottom first ``11 + 0``; ``—`` when not evaluated."""
+    if active is None:
+        return "—"
+    return " + ".join(map(str, active)) if isinstance(active, list) else str(active)
+
+
 def table(results: list[dict]) -> str:
     lines = [
         "| layers | objective | k | paper −log p(x) | ours −log p(x) | ours − paper | passes "
@@ -200,8 +212,8 @@ def table(results: list[dict]) -> str:
         evals = f"{r['eval_seconds'] / 60:.0f} min" if r.get("eval_seconds") else "—"
         lines.append(
             f"| {r['layers']} | {r['objective']} | {r['k']} | {paper} | {ours} | {gap} | "
-            f"{r['passes']} | {r.get('active_units', '—')} | {r['train_seconds'] / 3600:.2f} h "
-            f"| {evals} |"
+            f"{r['passes']} | {units_text(r.get('active_units'))} | "
+            f"{r['train_seconds'] / 3600:.2f} h | {evals} |"
         )
     return "\n".join(lines)
 
@@ -214,7 +226,7 @@ def orderings(results: list[dict]) -> list[str]:
     def check(text: str, a: tuple, b: tuple, key: str, strict: bool) -> None:
         if a in by and b in by and by[a]["passes"] == by[b]["passes"]:
             x, y = by[a][key], by[b][key]
-            x, y = (-x, -y) if key == "nll" else (x, y)  # higher log p(x) is better
+            x, y = (-x, -y) if key == "nll" else (total_units(x), total_units(y))
             holds = x > y if strict else x >= y
             checks.append(f"{text}: {'holds' if holds else 'does NOT hold'} ({x:.2f} vs {y:.2f})")
 
@@ -247,6 +259,15 @@ def orderings(results: list[dict]) -> list[str]:
                 (layers, "IWAE", k),
                 "nll",
                 False,
+            )
+    for objective in ("VAE", "IWAE"):
+        for k in (1, 5, 50):
+            check(
+                f"2L {objective} k={k} > 1L {objective} k={k}",
+                (2, objective, k),
+                (1, objective, k),
+                "nll",
+                True,
             )
     return checks
 

@@ -48,7 +48,16 @@ def test_orderings_are_checked_at_equal_budget():
         {"layers": 1, "objective": "VAE", "k": 1, "nll": 89.5, "passes": 4, "active_units": 11},
         {"layers": 1, "objective": "DReG", "k": 5, "nll": 89.0, "passes": 1, "active_units": 9},
     ]
+    two = {"layers": 2, "k": 5, "passes": 4}  # active units per layer, compared in total
+    rows += [
+        {**two, "objective": "VAE", "nll": 91.0, "active_units": [9, 2]},
+        {**two, "objective": "IWAE", "nll": 88.0, "active_units": [8, 4]},
+    ]
     checks = script.orderings(rows)
+    assert "2L IWAE k=5 more active units than VAE k=5: holds (12.00 vs 11.00)" in checks
+    assert "2L IWAE k=5 > 1L IWAE k=5: holds (-88.00 vs -89.00)" in checks
+    assert "2L VAE k=5 > 1L VAE k=5: does NOT hold (-91.00 vs -90.00)" in checks
+    assert script.units_text([8, 4]) == "8 + 4" and script.units_text(None) == "—"
     assert "1L IWAE k=5 > VAE k=5: holds (-89.00 vs -90.00)" in checks
     assert "1L VAE k=5 ≥ VAE k=1: does NOT hold (-90.00 vs -89.50)" in checks
     assert "1L IWAE k=5 more active units than VAE k=5: holds (12.00 vs 10.00)" in checks
