@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 import struct
 from pathlib import Path
 
@@ -53,6 +54,19 @@ def write_dataset(folder: Path, n_train: int = 300, n_test: int = 100, compress:
         write_idx(folder / f"{split}-labels-idx1-ubyte", labels, compress)
         arrays[split] = (images, labels)
     return arrays
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _compile_settings(tmp_path_factory):
+    """For the whole session (module fixtures and subprocesses included): one Inductor cache
+    for the suite's tests (not the user's), and the compiled path recording and replaying its
+    graphs through ``torch.compile``'s ``eager`` backend unless $PYROVAE_COMPILE_BACKEND says
+    otherwise, since the suite's hundreds of tiny models would each wait seconds for Inductor's
+    kernels. The tests of Inductor's kernels set it themselves."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path_factory.mktemp("inductor")))
+        mp.setenv("PYROVAE_COMPILE_BACKEND", os.environ.get("PYROVAE_COMPILE_BACKEND") or "eager")
+        yield
 
 
 @pytest.fixture(autouse=True)

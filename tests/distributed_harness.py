@@ -62,7 +62,7 @@ def tiny_data(pixels: str = "dynamic") -> ImageData:
 
 
 def fit_case(case: dict[str, Any]) -> dict[str, Any]:
-    """``case``: ``name``, ``estimator``, ``k``, ``jit`` and TrainConfig fields under
+    """``case``: ``name``, ``estimator``, ``k``, ``compile`` and TrainConfig fields under
     ``config`` (also ``beta`` / ``kl_warmup``). Model, guide, Adam and data from fixed seeds."""
     config = TrainConfig(hidden=(16,), latent_dim=3, **case.get("config", {}))
     data = tiny_data(config.pixels)
@@ -82,7 +82,7 @@ def fit_case(case: dict[str, Any]) -> dict[str, Any]:
             "seed": SEED,
             "beta": config.beta,
             "kl_warmup": config.kl_warmup,
-            "jit": case["jit"],
+            "compile": case["compile"],
             "optimizer": optimizer,
             "progress": False,
         },
@@ -107,10 +107,10 @@ def run_fit_cases(cases: list[dict[str, Any]], out: Path, rank: int) -> None:
 
 
 class NaNAt(Trace_ELBO):
-    """``elbo`` whose ``differentiable_loss`` is NaN at its n-th call (run plainly: a recorded
+    """``elbo`` whose ``differentiable_loss`` is NaN at its n-th call (run eagerly: a compiled
     graph would freeze the counter)."""
 
-    traceable = False
+    compilable = False
     calls = 0
     nan_at = 0
 

@@ -43,8 +43,8 @@ from pyrovae.cli import main
 from pyrovae.core import distributed
 from pyrovae.core.errors import PyroVAEError
 from pyrovae.core.runtime import get_rng_state, set_rng_state, set_seed
+from pyrovae.inference.compiled import CompiledELBO
 from pyrovae.inference.data_parallel import shard
-from pyrovae.inference.jit import JitELBO
 from pyrovae.nets import NETS
 from pyrovae.runs.folder import CHECKPOINT, CONFIG, FIGURES, METRICS, load_checkpoint, read_metrics
 
@@ -91,7 +91,7 @@ def one_process_group():
 def test_fit_in_a_group_of_one_equals_plain_fit(name, k):
     """Inside a group, fit goes through DDP and the sharded step; with one rank that is the
     plain step: the same weights bit for bit, the same metrics."""
-    case = {"name": name, "estimator": name, "k": k, "jit": True}
+    case = {"name": name, "estimator": name, "k": k, "compile": True}
     grouped, plain = fit_case(case), fit_case(case)
     with group_of_one():
         got = fit(grouped["model"], grouped["guide"], grouped["data"], name, **grouped["kwargs"])
@@ -157,14 +157,14 @@ class SimulatedRanks:
         return total
 
 
-def _case(name, estimator, k=1, jit=True, **config):
-    return {"name": name, "estimator": estimator, "k": k, "jit": jit, "config": config}
+def _case(name, estimator, k=1, compile=True, **config):
+    return {"name": name, "estimator": estimator, "k": k, "compile": compile, "config": config}
 
 
 ESTIMATOR_CASES = [
-    _case(f"{e}-K{k}-{'jit' if jit else 'plain'}", e, k, jit)
+    _case(f"{e}-K{k}-{'compiled' if compile else 'plain'}", e, k, compile)
     for e, k in (("elbo", 1), ("analytic-kl", 1), ("iwae", 5), ("iwae-dreg", 5))
-    for jit in (True, False)
+    for compile in (True, False)
 ]
 
 
@@ -185,9 +185,13 @@ def _part_cases():
     for n in sorted(set(NETS) - {"mlp"}):
         yield _case(f"{n}-net", "elbo", net=n)
     yield _case("conditional", "elbo", conditional=True)
-    for jit in (True, False):  # β changes every step for 4 steps, then stays
+    for compile in (True, False):  # β changes every step for 4 steps, then stays
         yield _case(
-            f"beta-warmup-{'jit' if jit else 'plain'}", "elbo", jit=jit, beta=2.0, kl_warmup=4
+            f"beta-warmup-{'compiled' if compile else 'plain'}",
+            "elbo",
+            compile=compile,
+            beta=2.0,
+            kl_warmup=4,
         )
 
 
@@ -212,9 +216,9 @@ def _reference(case):
     """One process summing both shards' gradients under the same per-rank noise."""
     parts = fit_case(case)
     inner = make_estimator(case["estimator"], case["k"])
-    if case["jit"]:
-        inner = JitELBO(inner)
-    kwargs = {**parts["kwargs"], "jit": False}
+    if case["compile"]:
+        inner = CompiledELBO(inner)
+    kwargs = {**parts["kwargs"], "compile": False}
     history = fit(
         parts["model"], parts["guide"], parts["data"], SimulatedRanks(inner, WORLD, SEED), **kwargs
     )

@@ -418,7 +418,7 @@ def test_a_run_blowing_up_without_nan_stops_and_keeps_the_last_checkpoint(
 
 
 def test_lr_1000_is_stopped_as_a_divergence(tmp_path, idx_dir, capsys):
-    assert main(_args(idx_dir, tmp_path / "r", "--lr", "1000", "--no-jit")) == 2
+    assert main(_args(idx_dir, tmp_path / "r", "--lr", "1000", "--no-compile")) == 2
     assert "the run has blown up" in _err(capsys)
 
 

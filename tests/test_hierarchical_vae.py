@@ -11,8 +11,8 @@ import math
 import pytest
 import torch
 from pyro import poutine
+from test_compiled import _batch, _steps_agree
 from test_hierarchical_estimators import D1, D2, data, hierarchical_model
-from test_jit import _assert_same, _batch, _loss_and_grads
 
 from pyrovae import TrainConfig, build_model_and_guide, plots, resume_run, set_seed, train_run
 from pyrovae.cli import main
@@ -28,8 +28,6 @@ from pyrovae.inference import (
 )
 from pyrovae.inference.beta import LatentScale
 from pyrovae.inference.estimators import ESTIMATORS, make_estimator
-from pyrovae.inference.jit import JitELBO
-from pyrovae.inference.train import make_optimizer
 from pyrovae.models.linear_gaussian import HierarchicalLinearGuide
 from pyrovae.runs.folder import CONFIG, DIAGNOSTICS, EVALUATION, FIGURES, load_checkpoint
 
@@ -164,19 +162,10 @@ def _fast_cases():
 
 @pytest.mark.parametrize("name,k,family", list(_fast_cases()))
 def test_fast_path_gives_the_plain_loss_and_gradients(name, k, family):
-    """As tests/test_jit.py for the one-layer model: recording step, then a replay after the
-    parameters moved; STL's re-run of the guide is recorded too."""
+    """As tests/test_compiled.py for the one-layer model: compiled steps after parameter
+    updates; STL's re-run of the guide and DReG's inner gradient are recorded too."""
     model, guide = two_layers(guide=family)
-    x = _batch()
-    plain, fast = make_estimator(name, k), JitELBO(make_estimator(name, k))
-    optimizer = make_optimizer((model, guide), 1e-2)
-    for seed in (3, 4):
-        _assert_same(
-            _loss_and_grads(plain, model, guide, x, seed),
-            _loss_and_grads(fast, model, guide, x, seed),
-        )
-        optimizer.step()
-    assert fast.num_traces == (1 if fast.traceable else 0)
+    _steps_agree(name, k, model, guide, _batch())
 
 
 def test_beta_scales_both_latent_sites():

@@ -109,11 +109,13 @@ def test_each_step_gets_the_scheduled_rate(tmp_path, idx_dir, schedule):
     assert [r["lr"] for r in history] == pytest.approx([0.01 * f(e, 2, 3, 5) for e in range(5)])
 
 
-@pytest.mark.parametrize("no_jit", [False, True])
-def test_resume_across_a_stage_boundary_equals_a_run_straight_through(tmp_path, idx_dir, no_jit):
+@pytest.mark.parametrize("no_compile", [False, True])
+def test_resume_across_a_stage_boundary_equals_a_run_straight_through(
+    tmp_path, idx_dir, no_compile
+):
     """Stage 0 is epoch 1 and stage 1 epochs 2–4: stop after epochs 1 and 3, resume to 5.
     Everything but the wall time is equal, train_elbo of the fast path included."""
-    settings = {"lr": 0.01, "lr_schedule": "burda", "adam_eps": 1e-4, "no_jit": no_jit}
+    settings = {"lr": 0.01, "lr_schedule": "burda", "adam_eps": 1e-4, "no_compile": no_compile}
     straight, history = _train(tmp_path, idx_dir, "straight", epochs=5, **settings)
     resumed, _ = _train(tmp_path, idx_dir, "resumed", epochs=1, **settings)
     for epochs in (3, 5):

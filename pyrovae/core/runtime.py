@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import random
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -118,3 +119,22 @@ def free_memory(device: torch.device) -> int | None:
     except OSError:
         pass
     return None
+
+
+_RECORDING = contextvars.ContextVar("pyrovae_recording", default=False)
+
+
+@contextmanager
+def recording() -> Iterator[None]:
+    """Mark a block as a graph recording (the compiled fast path): checks that read tensor
+    values in Python, and were made on the eager warm-up step, are skipped inside it."""
+    token = _RECORDING.set(True)
+    try:
+        yield
+    finally:
+        _RECORDING.reset(token)
+
+
+def is_recording() -> bool:
+    """Whether the code runs inside :func:`recording`."""
+    return _RECORDING.get()

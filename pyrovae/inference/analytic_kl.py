@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from pyrovae.core.errors import PyroVAEError
+from pyrovae.core.runtime import is_recording
 from pyrovae.inference.kl import analytic_kl, describe
 from pyrovae.inference.particle_elbo import ParticleELBO, require_reparameterized
 from pyrovae.inference.particles import Particles
@@ -101,6 +102,8 @@ def _check_order(p: Particles) -> None:
 
 
 def _same_scale(a, b) -> bool:
+    if is_recording():  # a value check: it was made on the eager warm-up step of this graph
+        return True
     if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
         return bool(torch.all(torch.as_tensor(a) == torch.as_tensor(b)))
     return a == b

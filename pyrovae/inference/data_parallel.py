@@ -12,7 +12,9 @@ ranks' gradients, because pyrovae's losses are sums over the batch. DistributedD
 forms it during the backward pass (a communication hook that all-reduces each gradient bucket
 without dividing by W). An epoch's last batch may have fewer rows than there are ranks; a rank
 without rows has no forward pass to run through DDP, so that step's gradients are summed by one
-all-reduce after the backward instead.
+all-reduce after the backward instead. On the compiled path
+(:class:`~pyrovae.inference.compiled.CompiledELBO`) the step itself returns the gradients, so
+they are always summed by that one all-reduce.
 
 The W losses are then all-gathered, so every rank holds Σ_r L_r (what the epoch's train ELBO
 and the divergence rule read) and the same verdict: a non-finite L_r on any rank stops every
@@ -30,6 +32,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from pyrovae.core.distributed import rank, reported_by_root, world_size
 from pyrovae.core.errors import PyroVAEError, TrainingDiverged
+from pyrovae.inference.compiled import CompiledELBO
 
 
 def shard(args: tuple[torch.Tensor, ...], r: int, w: int) -> tuple[torch.Tensor, ...]:
@@ -80,7 +83,7 @@ class DataParallel:
         self.ddp.register_comm_hook(None, _sum_buckets)
 
     def sharded(self, estimator: ELBO) -> ShardedELBO:
-        inner = getattr(estimator, "estimator", estimator)  # a JitELBO's wrapped estimator
+        inner = getattr(estimator, "estimator", estimator)  # a CompiledELBO's wrapped estimator
         if not hasattr(inner, "differentiable_loss"):
             raise reported_by_root(
                 PyroVAEError(
@@ -95,7 +98,12 @@ class DataParallel:
         summed over ranks; returns every rank's loss, in rank order."""
         mine = shard(args, self.rank, self.world)
         loss = None
-        if args[0].shape[0] >= self.world:
+        if isinstance(estimator, CompiledELBO):  # the step gives gradients: one all-reduce
+            if mine[0].shape[0] > 0:
+                value = estimator.loss_and_grads(self.module.model, self.module.guide, *mine)
+                loss = self.named[0][1].new_tensor(value, dtype=torch.float64)
+            self._sum_gradients()
+        elif args[0].shape[0] >= self.world:
             loss = self.ddp(estimator, *mine)
             loss.backward()
             self._check_gradients()

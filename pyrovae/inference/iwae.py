@@ -36,13 +36,12 @@ class DReG(IWAE):
     constant. g_s is the *partial* derivative (taken at the views through which z_s enters the
     densities, :class:`~pyrovae.inference.particles.Particles`), so by the chain rule
     Σ_s g_s dz_s/dφ is the total derivative, z1's effect through z2 = g(ε2, z1, φ) counted once,
-    in ⟨g_2, z_2⟩. A gradient taken inside the loss: this estimator runs without the recorded
-    fast path.
+    in ⟨g_2, z_2⟩. The compiled path records the step with ``make_fx``, which runs this inner
+    ``autograd.grad`` on the real tensors and keeps its operations: g_s is an explicit part of
+    the compiled graph, and the backward of the whole sees it as the constant it is.
     """
 
     description = "L_K with the doubly-reparameterized encoder gradient: SNR not decaying in K"
-
-    traceable = False  # a recorded graph cannot hold the autograd.grad call
 
     @staticmethod
     def encoder_weights(w: torch.Tensor) -> torch.Tensor:

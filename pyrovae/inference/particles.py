@@ -71,7 +71,7 @@ def parameters_detached(modules: Sequence[Any]) -> Iterator[None]:
     Only the parameters are cut; tensors computed from other inputs (a sampled z with its path
     to φ) keep their graph. A parameter shared by several modules gets one copy. The parameters
     are put back on leaving. (``torch.func.functional_call`` does the same swap but refuses to
-    run under ``torch.jit.trace``, which the fast path needs.)
+    run under ``torch.jit.trace``; the compiled path swaps parameters itself too.)
     """
     for m in modules:
         if not isinstance(m, nn.Module):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections.abc import Callable, Iterable
 from contextlib import nullcontext
@@ -27,11 +28,11 @@ from pyrovae.core.runtime import set_seed
 from pyrovae.data.base import TrainingData
 from pyrovae.data.batches import num_batches
 from pyrovae.inference.beta import LatentScale, beta_schedule
+from pyrovae.inference.compiled import CompiledELBO
 from pyrovae.inference.data_parallel import DataParallel
 from pyrovae.inference.divergence import DIVERGENCE_FACTOR, DivergenceGuard
 from pyrovae.inference.estimators import make_estimator
 from pyrovae.inference.evaluate import evaluate_elbo
-from pyrovae.inference.jit import JitELBO
 from pyrovae.inference.report import epoch_line, train_name
 from pyrovae.inference.schedules import LR_SCHEDULES, set_learning_rate
 
@@ -117,7 +118,8 @@ def fit(
     divergence_factor: float = DIVERGENCE_FACTOR,
     optimizer: torch.optim.Optimizer | None = None,
     start_epoch: int = 0,
-    jit: bool = True,
+    compile: bool = True,
+    compile_mode: str | None = None,
     progress: bool = True,
     on_epoch_end: EpochCallback | None = None,
 ) -> list[dict[str, Any]]:
@@ -130,11 +132,14 @@ def fit(
     generators seeded by (seed, epoch), so a resumed run draws the same batches.
     ``beta``/``kl_warmup``: the KL weight β (linearly warmed up over that many steps), applied as
     a scale on site ``"z"``. A model with ``num_classes`` > 0 is conditional: it gets the labels.
-    ``jit``: replay the loss graph recorded once per batch shape
-    (:class:`~pyrovae.inference.jit.JitELBO`: same loss, same gradients, none of the per-step
-    Python of Pyro's handlers); ``False`` runs the handlers every step, as a model whose control
-    flow depends on the data needs. The steps of a KL warm-up, whose β changes every step, run
-    plainly. ``lr_schedule``: a name in :data:`~pyrovae.inference.schedules.LR_SCHEDULES`,
+    ``compile``: run each step as one compiled graph of loss and gradient, recorded once per
+    batch shape (:class:`~pyrovae.inference.compiled.CompiledELBO`: same noise, same loss and
+    gradients, none of the per-step Python of Pyro's handlers; the first step of each shape runs
+    eagerly, the compile time is reported once, and a step that cannot be compiled runs eagerly
+    with one line saying why). ``False`` runs the handlers every step, as a model whose control
+    flow depends on the data needs. ``compile_mode``: ``torch.compile``'s mode (e.g.
+    ``"reduce-overhead"``: CUDA graphs on a GPU). A KL warm-up's β is an input of the graph.
+    ``lr_schedule``: a name in :data:`~pyrovae.inference.schedules.LR_SCHEDULES`,
     applied to the optimizer's initial learning rate at every step (a function of epoch and step
     only, so resuming follows it exactly). ``divergence_factor``: stop a run whose loss has
     blown up without becoming NaN (:mod:`~pyrovae.inference.divergence`; 0: only NaN stops it).
@@ -174,12 +179,12 @@ def fit(
     scaled = beta != 1.0 or kl_warmup > 0
     scheduled = schedule is not LR_SCHEDULES["constant"]
     lr_now = optimizer.param_groups[0]["lr"]
-    fast = JitELBO(estimator) if jit else estimator
-    plain = estimator
-    if is_distributed():
-        parallel = DataParallel(model, guide)
-        fast, plain = parallel.sharded(fast), parallel.sharded(plain)
     show = progress and is_root()
+    step_estimator = estimator
+    if compile:
+        step_estimator = CompiledELBO(estimator, mode=compile_mode, log=_compile_log(show))
+    if is_distributed():
+        step_estimator = DataParallel(model, guide).sharded(step_estimator)
     guard = DivergenceGuard(divergence_factor)
     objective = train_name(estimator, beta, kl_warmup)  # what train_elbo is, by name
     history = []
@@ -203,7 +208,6 @@ def fit(
             if scheduled:
                 factor = schedule(epoch - 1, step, steps_per_epoch, epochs)
                 lr_now = set_learning_rate(optimizer, factor)
-            step_estimator = fast if weight == beta else plain  # β fixed: one graph
             try:
                 with LatentScale(weight) if scaled else nullcontext():
                     total += svi_step(step_estimator, model, guide, optimizer, *args, guard=guard)
@@ -239,3 +243,16 @@ def fit(
         if on_epoch_end is not None:
             on_epoch_end(record)
     return history
+
+
+def _compile_log(show: bool) -> Callable[[str], None]:
+    """Where the compiled path reports: above the bar while it shows, else (fallbacks only,
+    never silent) on standard error."""
+
+    def log(line: str) -> None:
+        if show:
+            tqdm.write(line)
+        elif line.startswith("the training step runs eagerly") and is_root():
+            print(f"pyrovae: {line}", file=sys.stderr)
+
+    return log

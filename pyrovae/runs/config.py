@@ -33,6 +33,9 @@ def _opt(default: Any, help: str, choices: Mapping[str, Any] | None = None) -> A
     return field(default=default, metadata={"help": help, "choices": choices})
 
 
+# Settings renamed since a run could record them: old name → new name (same meaning).
+RENAMED = {"no_jit": "no_compile"}  # the traced fast path became the compiled one
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything that defines a training run; recorded in the run folder's ``config.json``."""
@@ -88,10 +91,11 @@ class TrainConfig:
     device: str = _opt(
         "auto", "cpu, cuda, cuda:N (the N-th GPU) or auto (cuda when a GPU is visible)"
     )
-    no_jit: bool = _opt(
+    no_compile: bool = _opt(
         False,
-        "run Pyro's handlers at every step instead of replaying the loss graph recorded once "
-        "per batch shape (for a model whose control flow depends on the data)",
+        "run Pyro's handlers eagerly at every step instead of the compiled step (loss and "
+        "gradient recorded once per batch shape and compiled with torch.compile; for a model "
+        "whose control flow depends on the data)",
     )
 
     def __post_init__(self) -> None:
@@ -198,6 +202,7 @@ class TrainConfig:
         keys and values of the wrong type are one-line errors naming the field."""
         if not isinstance(d, dict):
             raise PyroVAEError(f"a config must be an object of settings, got {type(d).__name__}")
+        d = {RENAMED.get(k, k): v for k, v in d.items()}  # a run recorded by an older version
         hints = typing.get_type_hints(cls)
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)

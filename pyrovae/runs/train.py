@@ -139,7 +139,7 @@ def _train(
             kl_warmup=config.kl_warmup,
             lr_schedule=config.lr_schedule,
             divergence_factor=config.divergence_factor,
-            jit=not config.no_jit,
+            compile=not config.no_compile,
             optimizer=optimizer,
             start_epoch=start_epoch,
             progress=progress,
