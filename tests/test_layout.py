@@ -143,6 +143,7 @@ def test_layers_import_downwards_only():
         "pyrovae.runs",
         "pyrovae.data",
         "pyrovae.nets",
+        "pyrovae.cli",
     ],
 )
 def test_public_names_import(name):

@@ -1,0 +1,91 @@
+"""``pyrovae diagnose``: gradient variance and SNR of estimators at a run's checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from pyrovae.cli.parser import _add_data_flags, _loading, choices_help
+from pyrovae.inference.estimators import ESTIMATORS
+from pyrovae.runs import diagnose_run
+from pyrovae.runs.folder import DIAGNOSTICS
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The ``diagnose`` subcommand and its flags."""
+    diagnose = subparsers.add_parser(
+        "diagnose", help="gradient variance and SNR of estimators at a run's checkpoint"
+    )
+    diagnose.add_argument("run_dir", metavar="RUN_DIR")
+    diagnose.add_argument(
+        "--estimators",
+        nargs="+",
+        required=True,
+        metavar="NAME",
+        help=choices_help("estimators to compare", ESTIMATORS, pick="any of"),
+    )
+    diagnose.add_argument(
+        "--num-particles",
+        nargs="+",
+        type=int,
+        required=True,
+        metavar="K",
+        help="particle counts K to try with each estimator",
+    )
+    diagnose.add_argument(
+        "--samples",
+        type=int,
+        default=100,
+        metavar="M",
+        help="gradients drawn per row (default: 100)",
+    )
+    diagnose.add_argument(
+        "--batch-size",
+        type=int,
+        default=64,
+        metavar="B",
+        help="the fixed batch: the first B test images (default: 64)",
+    )
+    diagnose.add_argument("--device", help="cpu, cuda or auto (default: the run's)")
+    diagnose.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_data_flags(diagnose)
+
+
+def run(args: argparse.Namespace) -> None:
+    """Draw the gradients and print one row per estimator and particle count."""
+    rows = diagnose_run(
+        args.run_dir,
+        args.estimators,
+        args.num_particles,
+        samples=args.samples,
+        batch_size=args.batch_size,
+        progress=not args.no_progress,
+        **_loading(args),
+    )
+    first = rows[0]
+    print(
+        f"gradients at the checkpoint: {first['samples']} draws per row, "
+        f"batch of the first {first['batch_size']} test images"
+    )
+    width = max(len("estimator"), *(len(r["estimator"]) for r in rows))
+    columns = [  # (group, figure, header, format); 9 characters each
+        (group, key, f"{group[:3]} {label}", fmt)
+        for group in ("encoder", "decoder")
+        for key, label, fmt in (
+            ("snr", "SNR", ">9.4f"),
+            ("variance_mean", "var", ">9.3e"),
+            ("mean_norm", "|E g|", ">9.3e"),
+        )
+    ]
+    print(f"{'estimator':<{width}}  {'K':>4}" + "".join(f"  {h:>9}" for _, _, h, _ in columns))
+    for r in rows:
+        cells = "".join(f"  {r[g][key]:{fmt}}" for g, key, _, fmt in columns)
+        print(f"{r['estimator']:<{width}}  {r['num_particles']:>4}{cells}")
+    layers = [g for g in first if "/" in g]  # encoder/z1, … with several stochastic layers
+    if layers:
+        print("SNR per stochastic layer (encoder: q(z_l|·); decoder: what z_l feeds)")
+        print(f"{'estimator':<{width}}  {'K':>4}" + "".join(f"  {g:>10}" for g in layers))
+        for r in rows:
+            cells = "".join(f"  {r[g]['snr']:>10.4f}" for g in layers)
+            print(f"{r['estimator']:<{width}}  {r['num_particles']:>4}{cells}")
+    print(f"written to {Path(args.run_dir) / DIAGNOSTICS}")

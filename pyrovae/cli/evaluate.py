@@ -1,0 +1,77 @@
+"""``pyrovae evaluate``: a run's test figures (ELBO, its terms, log p(x), active units)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from pyrovae.cli.parser import _add_data_flags
+from pyrovae.runs import LOG_PX_SAMPLES, evaluate_run
+from pyrovae.runs.folder import EVALUATION
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The ``evaluate`` subcommand and its flags."""
+    evaluate = subparsers.add_parser("evaluate", help="print a run's test figures")
+    evaluate.add_argument("run_dir", metavar="RUN_DIR")
+    evaluate.add_argument(
+        "--num-samples",
+        type=int,
+        default=LOG_PX_SAMPLES,
+        metavar="K",
+        help=f"importance samples for log p(x); 0 skips it (default: {LOG_PX_SAMPLES}; "
+        "the paper protocol is 5000)",
+    )
+    evaluate.add_argument(
+        "--test-subset", type=int, metavar="N", help="evaluate on the first N test images only"
+    )
+    evaluate.add_argument("--no-progress", action="store_true", help="no progress bar")
+    evaluate.add_argument("--device", help="cpu, cuda or auto (default: the run's)")
+    _add_data_flags(evaluate)
+
+
+def run(args: argparse.Namespace) -> None:
+    """Evaluate the run on its test set and print the figures, per image in nats."""
+    results = evaluate_run(
+        args.run_dir,
+        args.device,
+        args.data_dir,
+        not args.no_download,
+        num_samples=args.num_samples,
+        test_subset=args.test_subset,
+        progress=not args.no_progress,
+        allow_other_data=args.allow_other_data,
+    )
+    print(f"epoch {results['epoch']}, {results['num_test']} test images, per image in nats:")
+    if results.get("point_mass"):  # the autoencoder: no ELBO, no KL, no log p(x)
+        print(f"  reconstruction term  {results['test_recon']:.3f}")
+        print(f"  −log p(z) at code    {results['test_kl']:.3f}")
+        print("  log p(x)             n/a: a point-mass guide has no density to sample with")
+    else:
+        print(
+            f"  test ELBO            {results['test_elbo']:.3f} "
+            f"({results['test_elbo_bpd']:.4f} bits/dim)"
+        )
+        print(f"  reconstruction term  {results['test_recon']:.3f}")
+        print(f"  KL(q(z|x) || p(z))   {results['test_kl']:.3f}")
+    if "log_px" in results:
+        stderr = results["log_px_stderr"]
+        spread = f"± {stderr:.3f}" if stderr is not None else "± n/a"
+        print(
+            f"  log p(x)             {results['log_px']:.3f} {spread} "
+            f"(K={results['num_samples']}, MC error {results['log_px_mc_stderr']:.3f}; "
+            f"{results['log_px_bpd']:.4f} bits/dim)"
+        )
+        print(f"  effective samples    {results['ess']:.1f} of {results['num_samples']}")
+    print(f"  active units         {_per_layer(results['active_units'], results['latent_dim'])}")
+    print(f"written to {Path(args.run_dir) / EVALUATION}")
+
+
+def _per_layer(active: int | list[int] | None, dims: int | list[int]) -> str:
+    """``6 / 50``, or per stochastic layer ``20 / 100 (z1), 5 / 50 (z2)``."""
+    if isinstance(dims, int):
+        return f"{'n/a' if active is None else active} / {dims}"
+    counts = active if active is not None else ["n/a"] * len(dims)
+    return ", ".join(
+        f"{a} / {d} (z{i})" for i, (a, d) in enumerate(zip(counts, dims, strict=True), start=1)
+    )

@@ -1,0 +1,128 @@
+"""What every verb's parser shares: the help formatter, :class:`_Parser` (one-line errors), the
+flags generated from :class:`~pyrovae.runs.config.TrainConfig`, the data flags, and
+:func:`choices_help` (a flag that names a registry entry)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import re
+import textwrap
+import types
+import typing
+from collections.abc import Mapping
+from typing import Any, NoReturn
+
+from pyrovae.core.registry import describe
+from pyrovae.runs import TrainConfig
+from pyrovae.runs.load import OTHER_DATA_FLAG
+
+EXIT_USAGE = 2
+
+
+_CHOICE = re.compile(r"\s+\S+\s{2,}")  # "  name  " at the start of a choice line
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Help texts keep their line breaks; each line is wrapped on its own, and a choice line
+    (``  name  description``) continues under its description."""
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        lines = []
+        for line in text.splitlines():
+            name = _CHOICE.match(line)
+            indent = " " * (name.end() if name else 0)
+            wrapped = textwrap.wrap(line, width, subsequent_indent=indent, break_on_hyphens=False)
+            lines += wrapped or [""]
+        return lines
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (no usage dump), as for every other bad input, and help
+    texts that keep their line breaks."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def choices_help(
+    text: str, registry: Mapping[str, Any], default: Any = None, pick: str = "one of"
+) -> str:
+    """A flag's help: ``text`` (and its default), then one line per registry entry, its name
+    and its one-line description (:func:`~pyrovae.core.registry.describe`)."""
+    width = max(map(len, registry))
+    head = text if default is None else f"{text} (default: {default})"
+    lines = [f"  {name:<{width}}  {describe(entry)}" for name, entry in registry.items()]
+    return "\n".join([f"{head}, {pick}:", *lines]).replace("%", "%%")
+
+
+def _readable(value: Any) -> str:
+    """A default as it is typed on the command line: ``400 400``, not ``(400, 400)``."""
+    return " ".join(map(str, value)) if isinstance(value, tuple) else str(value)
+
+
+METAVARS = {int: "N", float: "X"}
+
+
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    hints = typing.get_type_hints(TrainConfig)
+    for f in dataclasses.fields(TrainConfig):
+        hint = hints[f.name]
+        kwargs: dict[str, Any] = {"default": argparse.SUPPRESS, "dest": f.name}
+        if typing.get_origin(hint) in (typing.Union, types.UnionType):
+            # X | None: a flag of X; int | tuple[int, ...]: one value or several (the tuple)
+            options = typing.get_args(hint)
+            tuples = [a for a in options if typing.get_origin(a) is tuple]
+            hint = tuples[0] if tuples else next(a for a in options if a is not type(None))
+        args = typing.get_args(hint)
+        registry = f.metadata["choices"]
+        if hint is bool:
+            kwargs["action"] = "store_true"
+        elif typing.get_origin(hint) is tuple:
+            kwargs.update(type=args[0], nargs="+")
+        else:
+            kwargs["type"] = hint
+        if "type" in kwargs:
+            name = "NAME" if registry is not None else f.name.upper()
+            kwargs["metavar"] = METAVARS.get(kwargs["type"], name)
+        if registry is not None:
+            kwargs["help"] = choices_help(f.metadata["help"], registry, f.default)
+        else:
+            text = f.metadata["help"].replace("%", "%%")  # argparse formats help with %
+            if f.default is not None and hint is not bool:
+                text += f" (default: {_readable(f.default)})"
+            kwargs["help"] = text
+        parser.add_argument(_flag(f.name), **kwargs)
+
+
+def _add_data_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data-dir",
+        help="the only folder a registered dataset is looked for in (default: $PYROVAE_DATA, …)",
+    )
+    parser.add_argument(
+        "--no-download", action="store_true", help="never try a torchvision download"
+    )
+    parser.add_argument(
+        OTHER_DATA_FLAG,
+        action="store_true",
+        help="use data whose content hash differs from the one the run was trained on",
+    )
+
+
+def _loading(args: argparse.Namespace) -> dict[str, Any]:
+    """Where a command that reloads a run puts it and finds its data."""
+    return {
+        "device": args.device,
+        "data_dir": args.data_dir,
+        "download": not args.no_download,
+        "allow_other_data": args.allow_other_data,
+    }

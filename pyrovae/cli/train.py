@@ -1,0 +1,116 @@
+"""``pyrovae train``: a new run from flags, a preset and a config file, or ``--resume`` of one;
+data-parallel under ``torchrun``."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+from pyrovae.cli.parser import _add_config_flags, _add_data_flags, _flag
+from pyrovae.core.distributed import (
+    DEFAULT_TIMEOUT,
+    agree,
+    process_group_from_env,
+    reported_by_root,
+)
+from pyrovae.core.errors import PyroVAEError
+from pyrovae.inference.report import test_figure
+from pyrovae.runs import TrainConfig, resume_run, train_run
+from pyrovae.runs.config import PRESETS, preset_config
+from pyrovae.runs.config_file import read_config_file
+from pyrovae.runs.folder import FIGURES, read_config
+from pyrovae.runs.load import OTHER_DATA_FLAG
+from pyrovae.runs.tensorboard import TENSORBOARD
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The ``train`` subcommand and its flags."""
+    train = subparsers.add_parser("train", help="train a VAE (or --resume one)")
+    _add_config_flags(train)
+    _add_data_flags(train)
+    train.add_argument(
+        "--preset",
+        metavar="NAME",
+        help=f"start from a named protocol ({', '.join(PRESETS)}); other flags override it",
+    )
+    train.add_argument(
+        "--config",
+        metavar="FILE",
+        help="settings from a JSON or TOML file of TrainConfig fields (the flags above, spelled "
+        "latent_dim = 2), or a run's own config.json; flags override it, it overrides --preset",
+    )
+    train.add_argument("--run-dir", help="run folder (default: a new folder under runs/)")
+    train.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.add_argument(
+        "--no-figures",
+        action="store_true",
+        help=f"no figures in RUN_DIR/{FIGURES}/ and no latent snapshots (2-D latent) in latents.pt",
+    )
+    train.add_argument(
+        "--tensorboard",
+        action="store_true",
+        help=f"also write each epoch's metrics and image grids as TensorBoard events in "
+        f"RUN_DIR/{TENSORBOARD}/ (needs pip install 'pyrovae[tensorboard]')",
+    )
+    train.add_argument(
+        "--dist-timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT,
+        metavar="SECONDS",
+        help="under torchrun: how long a process waits for the others to join, and in any "
+        f"exchange, before it stops with an error (default: {DEFAULT_TIMEOUT:g})",
+    )
+
+
+RESUMABLE = {"epochs", "device"}
+
+
+def run(args: argparse.Namespace) -> None:
+    """Train (or resume) the run; rank 0 prints its test figure and folder."""
+    given = {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(TrainConfig)
+        if hasattr(args, f.name)
+    }
+    common = {
+        "data_dir": args.data_dir,
+        "download": not args.no_download,
+        "progress": not args.no_progress,
+        "figures": not args.no_figures,
+        "tensorboard": args.tensorboard,
+    }
+    with process_group_from_env(args.dist_timeout) as rank:
+        if args.resume is not None:
+            fixed = [_flag(n) for n in sorted(set(given) - RESUMABLE)]
+            fixed += [
+                _flag(n) for n in ("run_dir", "preset", "config") if getattr(args, n) is not None
+            ]
+            if fixed:
+                error = PyroVAEError(f"--resume keeps the run's settings; drop {', '.join(fixed)}")
+                raise reported_by_root(error)  # every rank has the same arguments
+            epochs, device = given.get("epochs"), given.get("device")
+            path, history = resume_run(
+                args.resume, epochs, device, **common, allow_other_data=args.allow_other_data
+            )
+        elif args.allow_other_data:
+            error = PyroVAEError(f"{OTHER_DATA_FLAG} is for --resume; a new run records its data")
+            raise reported_by_root(error)
+        else:
+            preset = args.preset
+
+            def resolved() -> TrainConfig:
+                settings = {} if args.config is None else read_config_file(args.config)
+                settings |= given
+                if preset is None:
+                    return TrainConfig(**settings)
+                return preset_config(preset, **settings)
+
+            config = agree(resolved)
+            path, history = train_run(config, args.run_dir, **common)
+    if rank == 0:
+        config = read_config(path)
+        name, key = test_figure(config.beta, config.kl_warmup)
+        last = history[-1]
+        print(f"test {name} {last[key]:.2f} nats per image after epoch {last['epoch']}")
+        print(f"run folder: {path}")
