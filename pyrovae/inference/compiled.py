@@ -177,6 +177,76 @@ class CompileStats:
 
 
 @dataclass
+class Recording:
+    """A step recorded by :func:`record_step`: ``graph(*params, *buffers, *scales, *args)`` →
+    (loss, ∇ loss for each of ``params``), a graph of tensor operations alone."""
+
+    graph: torch.fx.GraphModule
+    params: list[torch.Tensor]
+    buffers: list[torch.Tensor]
+
+    def inputs(self) -> list[torch.Tensor]:
+        """The graph's leading inputs now: parameters (detached), buffers, handler scales."""
+        scales = [torch.as_tensor(m.scale, dtype=torch.float64) for m in _scaled_handlers()]
+        return [*(p.detach() for p in self.params), *self.buffers, *scales]
+
+
+def record_step(estimator: ELBO, model, guide, args: tuple) -> Recording:
+    """Record ``estimator``'s step on (model, guide, args) with ``make_fx``: the loss and
+    ``torch.autograd.grad`` of it, run once on the real tensors, forward and backward. The
+    generator state is put back afterwards (recording's draws are discarded)."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    holder = _Step(estimator, model, guide)
+    named = dict(holder.named_parameters())
+    names = [n for n, p in named.items() if p.requires_grad]
+    frozen = {n: p for n, p in named.items() if not p.requires_grad}
+    buffers = dict(holder.named_buffers())
+    handlers = _scaled_handlers()
+    scales = [torch.as_tensor(m.scale, dtype=torch.float64) for m in handlers]
+    n_params, n_buffers, n_scales = len(names), len(buffers), len(scales)
+
+    def step(*inputs: torch.Tensor):
+        params = inputs[:n_params]
+        bufs = inputs[n_params : n_params + n_buffers]
+        sc = inputs[n_params + n_buffers : n_params + n_buffers + n_scales]
+        data = inputs[n_params + n_buffers + n_scales :]
+        tensors = {
+            **dict(zip(names, params, strict=True)),
+            **frozen,
+            **dict(zip(buffers, bufs, strict=True)),
+        }
+        with _scales_as(handlers, sc):
+            loss = torch.func.functional_call(holder, tensors, data, tie_weights=True)
+        grads = torch.autograd.grad(loss, params, allow_unused=True)
+        grads = [
+            g if g is not None else torch.zeros_like(p) for g, p in zip(grads, params, strict=True)
+        ]
+        return (loss.detach(), *grads)
+
+    leaves = [named[n].detach().requires_grad_(True) for n in names]
+    inputs = (*leaves, *buffers.values(), *scales, *args)
+    rng = get_rng_state()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with pyro.validation_enabled(False), _values_in_graph(), recording():
+                graph = make_fx(step)(*inputs)
+    finally:
+        set_rng_state(rng)
+    return Recording(graph, [named[n] for n in names], list(buffers.values()))
+
+
+def compile_graph(graph: Callable, backend: str, mode: str | None = None) -> Callable:
+    """``torch.compile`` of a recorded graph; Inductor calls torch's own random kernels, so the
+    compiled graph draws what the eager code draws."""
+    options = {"fallback_random": True} if backend == "inductor" else None
+    return torch.compile(
+        graph, backend=backend, mode=mode, options=options, dynamic=False, fullgraph=True
+    )
+
+
+@dataclass
 class _CompiledStep:
     """One recorded and compiled step: ``fn(*args)`` → (loss, ∇ of each of ``params``)."""
 
@@ -255,55 +325,15 @@ class CompiledELBO(ELBO):
         return None
 
     def _record(self, model, guide, args: tuple) -> _CompiledStep:
-        """Record the step with ``make_fx`` (forward and backward) and wrap it in
-        ``torch.compile``; the generator state is put back afterwards."""
-        from torch.fx.experimental.proxy_tensor import make_fx
-
-        holder = _Step(self.estimator, model, guide)
-        named = dict(holder.named_parameters())
-        names = [n for n, p in named.items() if p.requires_grad]
-        frozen = {n: p for n, p in named.items() if not p.requires_grad}
-        buffers = dict(holder.named_buffers())
-        handlers = _scaled_handlers()
-        scales = [torch.as_tensor(m.scale, dtype=torch.float64) for m in handlers]
-        n_params, n_buffers, n_scales = len(names), len(buffers), len(scales)
-
-        def step(*inputs: torch.Tensor):
-            params = inputs[:n_params]
-            rest = inputs[n_params:]
-            bufs, sc, data = rest[:n_buffers], rest[n_buffers: n_buffers + n_scales], rest[
-                n_buffers + n_scales:]
-            tensors = {**dict(zip(names, params, strict=True)), **frozen,
-                       **dict(zip(buffers, bufs, strict=True))}
-            with _scales_as(handlers, sc):
-                loss = torch.func.functional_call(holder, tensors, data, tie_weights=True)
-            grads = torch.autograd.grad(loss, params, allow_unused=True)
-            grads = [g if g is not None else torch.zeros_like(p)
-                     for g, p in zip(grads, params, strict=True)]
-            return (loss.detach(), *grads)
-
-        leaves = [named[n].detach().requires_grad_(True) for n in names]
-        inputs = (*leaves, *buffers.values(), *scales, *args)
-        rng = get_rng_state()
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                with pyro.validation_enabled(False), _values_in_graph(), recording():
-                    graph = make_fx(step)(*inputs)
-        finally:
-            set_rng_state(rng)
-        options = {"fallback_random": True} if self.backend == "inductor" else None
-        compiled = torch.compile(graph, backend=self.backend, mode=self.mode, options=options,
-                                 dynamic=False, fullgraph=True)
-        params = [named[n] for n in names]
+        """Record the step (:func:`record_step`) and wrap it in ``torch.compile``."""
+        rec = record_step(self.estimator, model, guide, args)
+        compiled = compile_graph(rec.graph, self.backend, self.mode)
 
         def run(*data: torch.Tensor):
-            values = [m.scale for m in _scaled_handlers()]
-            sc = [torch.as_tensor(v, dtype=torch.float64) for v in values]
             with torch.no_grad():
-                return compiled(*[p.detach() for p in params], *buffers.values(), *sc, *data)
+                return compiled(*rec.inputs(), *data)
 
-        return _CompiledStep(run, params)
+        return _CompiledStep(run, rec.params)
 
     def loss_and_grads(self, model, guide, *args, **kwargs) -> float:
         """The loss (a float, summed over the batch), its gradient accumulated into ``.grad``."""
