@@ -8,12 +8,15 @@ from pathlib import Path
 from pyrovae.cli.parser import _add_data_flags
 from pyrovae.runs import LOG_PX_SAMPLES, evaluate_run
 from pyrovae.runs.folder import EVALUATION
+from pyrovae.runs.seeds import is_group, seed_runs, summarize
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """The ``evaluate`` subcommand and its flags."""
     evaluate = subparsers.add_parser("evaluate", help="print a run's test figures")
-    evaluate.add_argument("run_dir", metavar="RUN_DIR")
+    evaluate.add_argument(
+        "run_dir", metavar="RUN_DIR", help="a run folder, or a group of seeds (train --seeds)"
+    )
     evaluate.add_argument(
         "--num-samples",
         type=int,
@@ -31,9 +34,44 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 def run(args: argparse.Namespace) -> None:
-    """Evaluate the run on its test set and print the figures, per image in nats."""
-    results = evaluate_run(
-        args.run_dir,
+    """Evaluate the run on its test set and print the figures, per image in nats (a group of
+    seeds: each seed's, then their mean ± standard deviation)."""
+    if is_group(args.run_dir):
+        _group(args)
+        return
+    results = _evaluate(args, args.run_dir)
+    _print(results)
+    print(f"written to {Path(args.run_dir) / EVALUATION}")
+
+
+# The figures of a group's summary: (label, key), in the order printed.
+GROUP_FIGURES = (
+    ("test ELBO", "test_elbo"),
+    ("reconstruction term", "test_recon"),
+    ("KL(q(z|x) || p(z))", "test_kl"),
+    ("log p(x)", "log_px"),
+)
+
+
+def _group(args: argparse.Namespace) -> None:
+    runs = seed_runs(args.run_dir)
+    results = []
+    for run in runs:
+        print(f"{run.name}:")
+        results.append(_evaluate(args, run))
+        _print(results[-1])
+    summary = summarize(results, tuple(key for _, key in GROUP_FIGURES))
+    print(f"mean ± sd over {len(runs)} seeds, per image in nats:")
+    for label, key in GROUP_FIGURES:
+        if key in summary:
+            mean, std = summary[key]
+            print(f"  {label:20s} {mean:.3f} ± {std:.3f}")
+    print(f"written to {Path(args.run_dir) / 'seed-*' / EVALUATION}")
+
+
+def _evaluate(args: argparse.Namespace, run_dir) -> dict:
+    return evaluate_run(
+        run_dir,
         args.device,
         args.data_dir,
         not args.no_download,
@@ -42,6 +80,9 @@ def run(args: argparse.Namespace) -> None:
         progress=not args.no_progress,
         allow_other_data=args.allow_other_data,
     )
+
+
+def _print(results: dict) -> None:
     print(f"epoch {results['epoch']}, {results['num_test']} test images, per image in nats:")
     if results.get("point_mass"):  # the autoencoder: no ELBO, no KL, no log p(x)
         print(f"  reconstruction term  {results['test_recon']:.3f}")
@@ -64,7 +105,6 @@ def run(args: argparse.Namespace) -> None:
         )
         print(f"  effective samples    {results['ess']:.1f} of {results['num_samples']}")
     print(f"  active units         {_per_layer(results['active_units'], results['latent_dim'])}")
-    print(f"written to {Path(args.run_dir) / EVALUATION}")
 
 
 def _per_layer(active: int | list[int] | None, dims: int | list[int]) -> str:

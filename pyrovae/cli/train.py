@@ -14,12 +14,14 @@ from pyrovae.core.distributed import (
     reported_by_root,
 )
 from pyrovae.core.errors import PyroVAEError
+from pyrovae.inference.replicas import mean_and_std
 from pyrovae.inference.report import test_figure
 from pyrovae.runs import TrainConfig, resume_run, train_run
 from pyrovae.runs.config import PRESETS, preset_config
 from pyrovae.runs.config_file import read_config_file
 from pyrovae.runs.folder import FIGURES, read_config
 from pyrovae.runs.load import OTHER_DATA_FLAG
+from pyrovae.runs.seeds import is_group, resume_seeds, seed_runs, train_seeds
 from pyrovae.runs.tensorboard import TENSORBOARD
 
 
@@ -40,7 +42,21 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "latent_dim = 2), or a run's own config.json; flags override it, it overrides --preset",
     )
     train.add_argument("--run-dir", help="run folder (default: a new folder under runs/)")
-    train.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR")
+    train.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue the run in RUN_DIR (or every seed of a --seeds group); the run keeps its "
+        "recorded settings: only --epochs and --device may be given",
+    )
+    train.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        metavar="SEED",
+        help="train one run per seed side by side in one process (their steps batched into one "
+        "graph), each in RUN_DIR/seed-SEED/, each the run its seed gives alone; evaluate RUN_DIR "
+        "reports mean ± sd over seeds",
+    )
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.add_argument(
         "--no-figures",
@@ -89,8 +105,11 @@ def run(args: argparse.Namespace) -> None:
             if fixed:
                 error = PyroVAEError(f"--resume keeps the run's settings; drop {', '.join(fixed)}")
                 raise reported_by_root(error)  # every rank has the same arguments
+            if args.seeds is not None:
+                raise reported_by_root(PyroVAEError("--resume keeps the run's seeds; drop --seeds"))
             epochs, device = given.get("epochs"), given.get("device")
-            path, history = resume_run(
+            resume = resume_seeds if is_group(args.resume) else resume_run
+            path, history = resume(
                 args.resume, epochs, device, **common, allow_other_data=args.allow_other_data
             )
         elif args.allow_other_data:
@@ -107,10 +126,31 @@ def run(args: argparse.Namespace) -> None:
                 return preset_config(preset, **settings)
 
             config = agree(resolved)
-            path, history = train_run(config, args.run_dir, **common)
+            if args.seeds is not None:
+                path, history = train_seeds(config, args.seeds, args.run_dir, **common)
+            else:
+                path, history = train_run(config, args.run_dir, **common)
     if rank == 0:
-        config = read_config(path)
-        name, key = test_figure(config.beta, config.kl_warmup)
-        last = history[-1]
-        print(f"test {name} {last[key]:.2f} nats per image after epoch {last['epoch']}")
+        if is_group(path):
+            _print_group(path, history)
+        else:
+            config = read_config(path)
+            name, key = test_figure(config.beta, config.kl_warmup)
+            last = history[-1]
+            print(f"test {name} {last[key]:.2f} nats per image after epoch {last['epoch']}")
         print(f"run folder: {path}")
+
+
+def _print_group(path, histories) -> None:
+    """Each seed's last test figure, then their mean ± standard deviation."""
+    runs = seed_runs(path)
+    config = read_config(runs[0])
+    name, key = test_figure(config.beta, config.kl_warmup)
+    for run, history in zip(runs, histories, strict=True):
+        print(f"{run.name}: test {name} {history[-1][key]:.2f} nats per image")
+    mean, std = mean_and_std([h[-1][key] for h in histories])
+    epoch = histories[0][-1]["epoch"]
+    print(
+        f"test {name} {mean:.2f} ± {std:.2f} nats per image after epoch {epoch} "
+        f"(mean ± sd over {len(runs)} seeds)"
+    )

@@ -38,6 +38,7 @@ data is outside what a recording can express: use ``compile=False`` (``--no-comp
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
@@ -79,15 +80,20 @@ def inductor_cache_dir() -> str:
 
 
 @contextmanager
-def _inductor_cache() -> Iterator[None]:
+def inductor_cache() -> Iterator[None]:
     """Inductor's cache in pyrovae's cache folder while compiling (where the user has not chosen
-    one); the environment is as it was afterwards."""
+    one), and torch's note that a CPU machine has no CUDA runtime silenced; the environment is
+    as it was afterwards."""
     name = "TORCHINDUCTOR_CACHE_DIR"
     before = os.environ.get(name)
     os.environ[name] = before or inductor_cache_dir()
+    quiet = logging.getLogger("torch.utils.cpp_extension")  # "No CUDA runtime is found" on CPU
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
     try:
         yield
     finally:
+        quiet.setLevel(level)
         if before is None:
             os.environ.pop(name, None)
         else:
@@ -361,7 +367,7 @@ class CompiledELBO(ELBO):
             start = time.perf_counter()
             try:
                 step = self._record(model, guide, args)
-                with _inductor_cache():  # Dynamo and Inductor compile on the first call
+                with inductor_cache():  # Dynamo and Inductor compile on the first call
                     outputs = step.fn(*args)
             except Exception as e:  # whatever the recording or the compiler raised
                 set_rng_state(rng)

@@ -43,6 +43,7 @@ from pyrovae.inference.compiled import (
     Recording,
     compile_backend,
     compile_graph,
+    inductor_cache,
     record_step,
 )
 from pyrovae.inference.divergence import DIVERGENCE_FACTOR, DivergenceGuard
@@ -50,7 +51,7 @@ from pyrovae.inference.estimators import make_estimator
 from pyrovae.inference.evaluate import evaluate_elbo
 from pyrovae.inference.report import test_figure, train_name
 from pyrovae.inference.schedules import LR_SCHEDULES, set_learning_rate
-from pyrovae.inference.train import EpochCallback
+from pyrovae.inference.train import EpochCallback, compile_log
 
 
 def _is_random(node: fx.Node) -> bool:
@@ -230,7 +231,7 @@ class ReplicaStep:
         with torch.no_grad():
             graph = make_fx(batched)(*example)
         compiled = compile_graph(graph, self.backend, self.mode)
-        with torch.no_grad():
+        with torch.no_grad(), inductor_cache():
             compiled(*example)  # compile now, on inputs of the right shapes
         return compiled
 
@@ -357,7 +358,7 @@ def fit_replicas(
     scaled = beta != 1.0 or kl_warmup > 0
     lr_now = [opt.param_groups[0]["lr"] for opt in optimizers]
     step = (
-        ReplicaStep(estimator, mode=compile_mode, log=tqdm.write if progress else None)
+        ReplicaStep(estimator, mode=compile_mode, log=compile_log(progress))
         if compile
         else None
     )

@@ -182,7 +182,7 @@ def fit(
     show = progress and is_root()
     step_estimator = estimator
     if compile:
-        step_estimator = CompiledELBO(estimator, mode=compile_mode, log=_compile_log(show))
+        step_estimator = CompiledELBO(estimator, mode=compile_mode, log=compile_log(show))
     if is_distributed():
         step_estimator = DataParallel(model, guide).sharded(step_estimator)
     guard = DivergenceGuard(divergence_factor)
@@ -245,14 +245,14 @@ def fit(
     return history
 
 
-def _compile_log(show: bool) -> Callable[[str], None]:
-    """Where the compiled path reports: above the bar while it shows, else (fallbacks only,
-    never silent) on standard error."""
+def compile_log(show: bool) -> Callable[[str], None]:
+    """Where the compiled path reports: above the bar while it shows; else only a fallback
+    (never silent), on standard error, and no compile times."""
 
     def log(line: str) -> None:
         if show:
             tqdm.write(line)
-        elif line.startswith("the training step runs eagerly") and is_root():
+        elif not line.startswith("compiled ") and is_root():
             print(f"pyrovae: {line}", file=sys.stderr)
 
     return log

@@ -90,69 +90,105 @@ def _restore_rng(state: dict[str, Any]) -> None:
     set_rng_state(state["rank_rngs"][rank()] if "rank_rngs" in state else state["rng"])
 
 
-def _train(
-    config, path, model, guide, optimizer, data, start_epoch, history, progress, figures, board
-):
-    history = list(history)
-    snapshots = None
-    if figures and config.latent_dims[0] == 2:  # codes of z (or of the bottom layer z1)
-        snapshots = on_root(lambda: LatentSnapshots(path, model, guide, data, start_epoch))
-    log = None
-    if board:  # rank 0 alone logs
-        log = on_root(lambda: open_log(path, config, model, guide, data, start_epoch))
+class RunWriter:
+    """What a training run writes into its folder after each epoch (rank 0 alone): the
+    checkpoint (which holds the metrics and the generators' state), ``metrics.jsonl``, the
+    latent snapshot (2-D latents, with ``figures``) and TensorBoard events (``board``); and the
+    standard figures at the end. ``checkpoint`` is the ``on_epoch_end`` of ``fit``."""
 
-    def checkpoint(record: dict[str, Any]) -> None:
-        # the checkpoint holds the metrics too: a kill before metrics.jsonl is written loses
-        # nothing, because resume rewrites the file from the checkpoint
-        history.append(record)
+    def __init__(
+        self, config, path, model, guide, optimizer, data, start_epoch, history, figures, board
+    ) -> None:
+        self.config, self.path, self.data = config, path, data
+        self.model, self.guide, self.optimizer = model, guide, optimizer
+        self.history = list(history)
+        self.figures = figures
+        self.snapshots = None
+        if figures and config.latent_dims[0] == 2:  # codes of z (or of the bottom layer z1)
+            self.snapshots = on_root(
+                lambda: LatentSnapshots(path, model, guide, data, start_epoch)
+            )
+        self.log = None
+        if board:  # rank 0 alone logs
+            self.log = on_root(lambda: open_log(path, config, model, guide, data, start_epoch))
+
+    def checkpoint(self, record: dict[str, Any]) -> None:
+        """After an epoch: the checkpoint holds the metrics too, so a kill before
+        ``metrics.jsonl`` is written loses nothing (resume rewrites the file from it)."""
+        self.history.append(record)
         rng = _rng_states()
 
         def write() -> None:
-            if log is not None:  # before the checkpoint: a resume purges what follows that
-                log.record(record)
+            if self.log is not None:  # before the checkpoint: a resume purges what follows it
+                self.log.record(record)
             state = {
                 "epoch": record["epoch"],
-                "model": model.state_dict(),
-                "guide": guide.state_dict(),
-                "optimizer": optimizer.state_dict(),
+                "model": self.model.state_dict(),
+                "guide": self.guide.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
                 **rng,
-                "history": history,
+                "history": self.history,
             }
-            save_checkpoint(path, state)
-            write_metrics(path, history)
-            if snapshots is not None:
-                snapshots.record(record["epoch"])
+            save_checkpoint(self.path, state)
+            write_metrics(self.path, self.history)
+            if self.snapshots is not None:
+                self.snapshots.record(record["epoch"])
 
         on_root(write)
 
+    def close(self) -> None:
+        if self.log is not None:
+            self.log.close()
+
+    def finish(self) -> list[dict[str, Any]]:
+        """The standard figures (with ``figures``); returns the run's whole history."""
+        if self.figures:
+            latents = self.snapshots.as_dict() if self.snapshots is not None else None
+            out, path = self.path / FIGURES, self.path
+            on_root(
+                lambda: standard_figures(
+                    out, path.name, self.model, self.guide, self.data, self.history, latents
+                )
+            )
+        return self.history
+
+
+def fit_settings(config: TrainConfig) -> dict[str, Any]:
+    """``fit``'s keyword arguments that a run's config sets (all but seed and optimizer)."""
+    return {
+        "epochs": config.epochs,
+        "batch_size": config.batch_size,
+        "num_particles": config.num_particles,
+        "beta": config.beta,
+        "kl_warmup": config.kl_warmup,
+        "lr_schedule": config.lr_schedule,
+        "divergence_factor": config.divergence_factor,
+        "compile": not config.no_compile,
+    }
+
+
+def _train(
+    config, path, model, guide, optimizer, data, start_epoch, history, progress, figures, board
+):
+    writer = RunWriter(
+        config, path, model, guide, optimizer, data, start_epoch, history, figures, board
+    )
     try:
         fit(
             model,
             guide,
             data,
             config.estimator,
-            epochs=config.epochs,
-            batch_size=config.batch_size,
-            num_particles=config.num_particles,
             seed=config.seed,
-            beta=config.beta,
-            kl_warmup=config.kl_warmup,
-            lr_schedule=config.lr_schedule,
-            divergence_factor=config.divergence_factor,
-            compile=not config.no_compile,
             optimizer=optimizer,
             start_epoch=start_epoch,
             progress=progress,
-            on_epoch_end=checkpoint,
+            on_epoch_end=writer.checkpoint,
+            **fit_settings(config),
         )
     finally:
-        if log is not None:
-            log.close()
-    if figures:
-        latents = snapshots.as_dict() if snapshots is not None else None
-        out = path / FIGURES
-        on_root(lambda: standard_figures(out, path.name, model, guide, data, history, latents))
-    return history
+        writer.close()
+    return writer.finish()
 
 
 def _fresh_start(config: TrainConfig, data: TrainingData, device):
