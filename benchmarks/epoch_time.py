@@ -1,12 +1,18 @@
 """Seconds per training epoch: pyrovae (Pyro SVI) against a hand-written PyTorch VAE.
 
 Four sides train the same nets on the same mini-batches (``reference_vae.epoch_batches``):
-pyrovae's default step (the recorded loss graph, fused Adam), pyrovae with Pyro's handlers run
-every step (``--no-jit``), the hand-written reference with Adam's defaults, and the reference
-with pyrovae's fused Adam (the same optimizer: what is left is the cost of the loss itself).
-Their epochs alternate in one process after one warm-up epoch each, so drifts in machine load
-hit all alike. As in ``pyrovae.fit``, an epoch's clock covers
-the shuffle and the steps, not the binarization.
+pyrovae's default step (``fit``'s compiled step, ``CompiledELBO``, fused Adam), pyrovae with
+Pyro's handlers run every step (``--no-compile``), the hand-written reference with Adam's
+defaults, and the reference with pyrovae's fused Adam (the same optimizer: what is left is the
+cost of the loss itself). Estimators: ``elbo`` and ``analytic-kl`` with one particle, ``iwae``
+and ``iwae-dreg`` with ``--num-particles`` K. Their epochs alternate in one process after one
+warm-up epoch each, so drifts in machine load hit all alike. As in ``pyrovae.fit``, an epoch's
+clock covers the shuffle and the steps, not the binarization.
+
+The compiled side's warm-up epoch holds its recording and compiling: the compile seconds
+(``CompiledELBO.stats.seconds``) are reported per estimator, with the steps that repay them,
+compile seconds / (plain − compiled seconds per step), "never" where compiling is not faster.
+``PYROVAE_COMPILE_BACKEND`` picks ``torch.compile``'s backend (default Inductor).
 
     python benchmarks/epoch_time.py --repeats 5 --json benchmarks/results/epoch_time.json
 """
@@ -15,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import statistics
 import time
@@ -28,21 +35,25 @@ from reference_vae import LOSSES, ReferenceVAE, epoch_batches, train_epoch
 from reference_vae import make_optimizer as make_reference_optimizer
 
 import pyrovae
-from pyrovae.inference.jit import JitELBO
+from pyrovae.inference.compiled import CompiledELBO
 from pyrovae.inference.train import make_optimizer, svi_step
 
 SIDES = ("pyrovae", "pyrovae-plain", "reference", "reference-fused")
 SIDE_NOTES = {
-    "pyrovae": "pyrovae.fit's step: the recorded loss graph (JitELBO) + fused Adam",
-    "pyrovae-plain": "Pyro's handlers every step (fit(jit=False), --no-jit) + fused Adam",
+    "pyrovae": "pyrovae.fit's step: the compiled loss and gradient (CompiledELBO) + fused Adam",
+    "pyrovae-plain": "Pyro's handlers every step (fit(compile=False), --no-compile) + fused Adam",
     "reference": "hand-written PyTorch, torch.optim.Adam's defaults",
     "reference-fused": "hand-written PyTorch, Adam(fused=True): pyrovae's optimizer",
 }
+PARTICLE_ESTIMATORS = ("iwae", "iwae-dreg")  # the others run with one particle
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--estimators", nargs="+", default=list(LOSSES), choices=list(LOSSES))
+    p.add_argument(
+        "--num-particles", type=int, default=5, help=f"K of {' and '.join(PARTICLE_ESTIMATORS)}"
+    )
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--repeats", type=int, default=5, help="timed epochs per side and estimator")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
@@ -57,6 +68,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.repeats < 1:
         p.error("--repeats must be at least 1")
+    if args.num_particles < 1:
+        p.error("--num-particles must be at least 1")
     return args
 
 
@@ -100,8 +113,10 @@ def bench_estimator(
     name: str, data: pyrovae.ImageData, args: argparse.Namespace, device: torch.device
 ) -> dict[str, Any]:
     """Alternate pyrovae and reference epochs for ``name``; epoch 1 of each is the warm-up."""
+    k = args.num_particles if name in PARTICLE_ESTIMATORS else 1
     config = pyrovae.TrainConfig(
         estimator=name,
+        num_particles=k,
         batch_size=args.batch_size,
         hidden=tuple(args.hidden),
         latent_dim=args.latent_dim,
@@ -112,8 +127,9 @@ def bench_estimator(
     model, guide = pyrovae.build_model_and_guide(config, data.num_pixels)
     model.to(device)
     guide.to(device)
-    plain = pyrovae.make_estimator(name)
-    estimators = {"pyrovae": JitELBO(plain), "pyrovae-plain": plain}
+    plain = pyrovae.make_estimator(name, k)
+    compiled = CompiledELBO(plain, log=lambda line: print(f"  {name:12s} pyrovae         {line}"))
+    estimators = {"pyrovae": compiled, "pyrovae-plain": plain}
     optimizer = make_optimizer((model, guide), config.lr)
     # each reference side trains its own copy, from the same initial weights
     vaes = {
@@ -132,7 +148,7 @@ def bench_estimator(
         return sum(svi_step(estimators[side], model, guide, optimizer, xb) for xb in batches)
 
     def reference_epoch(batches: Iterator[torch.Tensor], side: str) -> float:
-        return train_epoch(vaes[side], ref_optimizers[side], batches, name)
+        return train_epoch(vaes[side], ref_optimizers[side], batches, name, k)
 
     epochs = {
         side: pyrovae_epoch if side.startswith("pyrovae") else reference_epoch for side in SIDES
@@ -149,14 +165,37 @@ def bench_estimator(
             print(f"  {name:12s} {side:15s} {tag:8s} {elapsed:8.3f} s  ELBO {-loss / n:9.2f}")
             if epoch > 1:
                 seconds[side].append(elapsed)
-    result: dict[str, Any] = {"estimator": name, "seconds": seconds, "train_elbo": last_elbo}
+    result: dict[str, Any] = {
+        "estimator": name,
+        "num_particles": k,
+        "seconds": seconds,
+        "train_elbo": last_elbo,
+    }
     for side in SIDES:
         result[f"median_{side}"] = statistics.median(seconds[side])
+    result.update(compile_cost(compiled, result, -(-n // config.batch_size)))
     for side in SIDES[:2]:
         for ref in SIDES[2:]:
             result[f"ratio_{side}_{ref}"] = result[f"median_{side}"] / result[f"median_{ref}"]
     result["ratio"] = result["ratio_pyrovae_reference"]
     return result
+
+
+def compile_cost(compiled: CompiledELBO, result: dict[str, Any], steps: int) -> dict[str, Any]:
+    """Compile seconds and the steps that repay them: compile seconds / (plain − compiled
+    seconds per step), None ("never") where the compiled step is not faster."""
+    per_step = {side: result[f"median_{side}"] / steps for side in SIDES[:2]}
+    saved = per_step["pyrovae-plain"] - per_step["pyrovae"]
+    seconds = compiled.stats.seconds
+    return {
+        "steps_per_epoch": steps,
+        "compile_seconds": seconds,
+        "compiled_graphs": compiled.stats.graphs,
+        "compile_fallbacks": compiled.stats.fallbacks,
+        "step_seconds_pyrovae": per_step["pyrovae"],
+        "step_seconds_pyrovae-plain": per_step["pyrovae-plain"],
+        "steps_to_repay": math.ceil(seconds / saved) if saved > 0 else None,
+    }
 
 
 def print_table(results: list[dict[str, Any]]) -> None:
@@ -168,6 +207,16 @@ def print_table(results: list[dict[str, Any]]) -> None:
         for side in SIDES[:2]:
             ratios = "".join(f" {r[f'ratio_{side}_{ref}']:16.3f}" for ref in SIDES[2:])
             print(f"{r['estimator'] + ' ' + side:28s}{ratios}")
+    columns = "".join(f" {c:>8s}" for c in ("seconds", "ms/step", "plain ms"))
+    print(f"\n{'compiling':12s} {'K':>3s}{columns} {'repaid in':>12s}")
+    for r in results:
+        repay = r["steps_to_repay"]
+        print(
+            f"{r['estimator']:12s} {r['num_particles']:3d} {r['compile_seconds']:8.2f}"
+            f" {r['step_seconds_pyrovae'] * 1e3:8.2f} {r['step_seconds_pyrovae-plain'] * 1e3:8.2f}"
+            f" {'never' if repay is None else f'{repay} steps':>12s}"
+            + ("".join(f"  (eager: {f})" for f in r["compile_fallbacks"]))
+        )
     print("\nmin–max seconds per side:")
     for r in results:
         spans = ", ".join(

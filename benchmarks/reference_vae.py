@@ -9,6 +9,7 @@ the loss and its gradient are computed (Pyro's traces and ELBOs against plain te
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import torch
@@ -42,39 +43,81 @@ class ReferenceVAE(nn.Module):
         return loc, F.softplus(rho) + MIN_SCALE
 
     def log_likelihood(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """log p_θ(x|z) = Σ_i [x_i log σ(ℓ_i) + (1 − x_i) log(1 − σ(ℓ_i))], shape (B,)."""
-        logits = self.decoder(z)  # (B, D)
-        return -F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(-1)
+        """log p_θ(x|z) = Σ_i [x_i log σ(ℓ_i) + (1 − x_i) log(1 − σ(ℓ_i))] of z (…, B, d), shape
+        (…, B)."""
+        logits = self.decoder(z)  # (…, B, D)
+        target = x.expand_as(logits)
+        return -F.binary_cross_entropy_with_logits(logits, target, reduction="none").sum(-1)
 
 
-def elbo_loss(vae: ReferenceVAE, x: torch.Tensor) -> torch.Tensor:
-    """−Σ_b [log p(x|z) + log N(z; 0, I) − log q(z|x)], z = μ + σ ε, ε ~ N(0, I) (Trace_ELBO).
+def sample(
+    vae: ReferenceVAE, x: torch.Tensor, k: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(μ, σ) of q_φ(z|x), each (B, d), and k draws ε ~ N(0, I), z = μ + σ ε, each (k, B, d)."""
+    loc, scale = vae.posterior(x)
+    eps = torch.randn((k, *loc.shape), dtype=loc.dtype, device=loc.device)
+    return loc, scale, eps, loc + scale * eps
+
+
+def log_weights(vae: ReferenceVAE, x: torch.Tensor, k: int) -> torch.Tensor:
+    """log w = log p(x|z) + log N(z; 0, I) − log q(z|x) of k draws per datapoint, shape (k, B).
 
     With (z − μ)/σ = ε, log N(z; 0, I) − log q(z|x) = Σ_j [½ε_j² − ½z_j² + log σ_j]: the log 2π
     terms cancel, and the gradient is the same as through log q's density at z.
     """
-    loc, scale = vae.posterior(x)
-    eps = torch.randn_like(loc)
-    z = loc + scale * eps  # (B, d)
-    log_ratio = (0.5 * (eps**2 - z**2) + scale.log()).sum(-1)
-    return -(vae.log_likelihood(x, z) + log_ratio).sum()
+    _, scale, eps, z = sample(vae, x, k)
+    return vae.log_likelihood(x, z) + (0.5 * (eps**2 - z**2) + scale.log()).sum(-1)
 
 
-def analytic_kl_loss(vae: ReferenceVAE, x: torch.Tensor) -> torch.Tensor:
-    """−Σ_b [log p(x|z) − KL(q ‖ p)], KL = ½ Σ_j (μ_j² + σ_j² − 1 − log σ_j²) (TraceMeanField_ELBO).
+def elbo_loss(vae: ReferenceVAE, x: torch.Tensor, k: int = 1) -> torch.Tensor:
+    """−Σ_b mean_k log w_kb (Trace_ELBO, k particles averaged)."""
+    return -log_weights(vae, x, k).mean(0).sum()
 
-    z = μ + σ ε, ε ~ N(0, I), one sample per datapoint.
-    """
-    loc, scale = vae.posterior(x)
-    z = loc + scale * torch.randn_like(loc)  # (B, d)
+
+def analytic_kl_loss(vae: ReferenceVAE, x: torch.Tensor, k: int = 1) -> torch.Tensor:
+    """−Σ_b [mean_k log p(x|z_k) − KL(q ‖ p)], KL = ½ Σ_j (μ_j² + σ_j² − 1 − log σ_j²)
+    (TraceMeanField_ELBO)."""
+    loc, scale, _, z = sample(vae, x, k)
     var = scale**2
     kl = 0.5 * (loc**2 + var - 1 - var.log()).sum(-1)
-    return -(vae.log_likelihood(x, z) - kl).sum()
+    return -(vae.log_likelihood(x, z).mean(0) - kl).sum()
 
 
-LOSSES: dict[str, Callable[[ReferenceVAE, torch.Tensor], torch.Tensor]] = {
+def iwae_bound(log_w: torch.Tensor) -> torch.Tensor:
+    """L_K = Σ_b [logsumexp_k log w_kb − log K] of log weights (K, B)."""
+    return (torch.logsumexp(log_w, dim=0) - math.log(log_w.shape[0])).sum()
+
+
+def iwae_loss(vae: ReferenceVAE, x: torch.Tensor, k: int = 1) -> torch.Tensor:
+    """−L_K (Burda et al. 2015), its gradient by autograd through z: −Σ_k w̃_k ∇ log w_k."""
+    return -iwae_bound(log_weights(vae, x, k))
+
+
+def dreg_loss(vae: ReferenceVAE, x: torch.Tensor, k: int = 1) -> torch.Tensor:
+    """−L_K in value; in gradient −(Σ_k w̃_k ∇_θ log w_k + Σ_k w̃_k² ∂log w_k/∂z_k ∂z_k/∂φ), the
+    doubly-reparameterized estimator (Tucker et al. 2018), w̃ = softmax_k(log w).
+
+    log q is evaluated at stop-grad(μ, σ), so φ reaches log w through z only. The surrogate
+    Σ w̃ log w gives the decoder its gradient and z the incoming gradient w̃ ∂log w/∂z; a hook
+    on z multiplies that by w̃ once more before it flows into μ and σ.
+    """
+    loc, scale, _, z = sample(vae, x, k)
+    loc_stop, scale_stop = loc.detach(), scale.detach()
+    eps_stop = (z - loc_stop) / scale_stop  # equals ε in value, keeps z's path
+    log_ratio = (0.5 * (eps_stop**2 - z**2) + scale_stop.log()).sum(-1)
+    log_w = vae.log_likelihood(x, z) + log_ratio  # (k, B)
+    weights = torch.softmax(log_w.detach(), dim=0)  # w̃, per datapoint
+    z.register_hook(lambda grad: grad * weights.unsqueeze(-1))
+    surrogate = (weights * log_w).sum()
+    bound = iwae_bound(log_w.detach())
+    return -(surrogate + (bound - surrogate).detach())
+
+
+LOSSES: dict[str, Callable[[ReferenceVAE, torch.Tensor, int], torch.Tensor]] = {
     "elbo": elbo_loss,
     "analytic-kl": analytic_kl_loss,
+    "iwae": iwae_loss,
+    "iwae-dreg": dreg_loss,
 }
 
 
@@ -101,8 +144,10 @@ def train_epoch(
     optimizer: torch.optim.Optimizer,
     batches: Iterable[torch.Tensor],
     loss: str = "elbo",
+    num_particles: int = 1,
 ) -> float:
-    """One pass of Adam steps on ``LOSSES[loss]``; returns the loss summed over all datapoints.
+    """One pass of Adam steps on ``LOSSES[loss]`` with ``num_particles`` draws per datapoint;
+    returns the loss summed over all datapoints.
 
     Like ``pyrovae.svi_step``, each step reads its loss back as a Python float.
     """
@@ -110,7 +155,7 @@ def train_epoch(
     vae.train()
     total = 0.0
     for xb in batches:
-        value = loss_fn(vae, xb)
+        value = loss_fn(vae, xb, num_particles)
         value.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
