@@ -11,7 +11,13 @@ labels ``y``; each function says what shape of ``y`` it expects.
 """
 
 from pyrovae.plots.common import DPI, decode, save_figure
-from pyrovae.plots.curves import bound_vs_k, gradient_variance, snr_vs_k, training_curves
+from pyrovae.plots.curves import (
+    bound_vs_k,
+    gradient_variance,
+    seed_band,
+    snr_vs_k,
+    training_curves,
+)
 from pyrovae.plots.decoded import (
     TRAVERSAL_DIMS,
     interpolation,
@@ -41,6 +47,7 @@ __all__ = [
     "reconstructions",
     "save_figure",
     "snr_vs_k",
+    "seed_band",
     "training_curves",
     "traversal",
 ]

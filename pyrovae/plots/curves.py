@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -60,6 +61,38 @@ def training_curves(histories: Mapping[str, Sequence[dict[str, Any]]]) -> Figure
         ax.grid(alpha=0.3)
     ax_elbo.set_ylabel("nats per image")
     ax_elbo.legend(fontsize=7)
+    return fig
+
+
+def seed_band(histories: Mapping[str, Sequence[dict[str, Any]]]) -> Figure:
+    """Runs that differ only in their seed (label ↦ records): per epoch the mean over seeds
+    (line) ± one standard deviation (band) of the test ELBO, reconstruction term and KL, each
+    seed a thin line behind; epochs that not every seed has reached are left out."""
+    from matplotlib.ticker import MaxNLocator
+
+    if len(histories) < 2:
+        raise PyroVAEError("seed_band needs the histories of at least two seeds")
+    common = set.intersection(*({r["epoch"] for r in rs} for rs in histories.values()))
+    epochs = sorted(common)
+    fig = new_figure(11, 3.2, gap=0.5)
+    panels = (("test_elbo", "test ELBO"), ("test_recon", "test reconstruction E_q log p(x|z)"),
+              ("test_kl", "test KL(q(z|x) ‖ p(z))"))
+    for ax, (key, title) in zip(fig.subplots(1, 3), panels, strict=True):
+        by_epoch = {label: {r["epoch"]: r[key] for r in rs} for label, rs in histories.items()}
+        for values in by_epoch.values():
+            ax.plot(epochs, [values[e] for e in epochs], "-", color="0.6", lw=0.7)
+        column = [[values[e] for values in by_epoch.values()] for e in epochs]
+        stats = [(statistics.mean(c), statistics.stdev(c)) for c in column]
+        mean = [m for m, _ in stats]
+        ax.fill_between(epochs, [m - s for m, s in stats], [m + s for m, s in stats],
+                        color="C0", alpha=0.25, label="± 1 sd")
+        ax.plot(epochs, mean, "o-", color="C0", markersize=3, label=f"mean of {len(histories)}")
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    fig.axes[0].set_ylabel("nats per image")
+    fig.axes[0].legend(fontsize=7)
     return fig
 
 

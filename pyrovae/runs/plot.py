@@ -18,6 +18,7 @@ from pyrovae.runs.folder import (
     read_run_meta,
 )
 from pyrovae.runs.load import load_run, writing_into
+from pyrovae.runs.seeds import is_group, seed_runs
 
 
 def _finished_run(path: Path) -> tuple[int, list[dict[str, Any]]]:
@@ -44,12 +45,23 @@ def plot_runs(
     ``diagnose`` recorded at the checkpoint's epoch, into ``out`` (default: the run's
     ``figures/``). Several runs: their training curves overlaid in ``out/training_curves.png``
     (labelled by ``labels``, default the folder names) and each run's bound and diagnostic
-    figures in ``out/<label>/``; ``out`` is required. ``note`` receives what was not drawn and
+    figures in ``out/<label>/``; ``out`` is required. A group of seeds (``train --seeds``): its
+    seeds' runs overlaid, and their mean ± sd per epoch in ``training_mean_sd.png`` (``out``
+    defaults to the group's ``figures/``). ``note`` receives what was not drawn and
     why (default: a warning).
     """
     paths = [Path(p) for p in run_dirs]
     if not paths:
         raise PyroVAEError("plot needs at least one run folder")
+    if len(paths) == 1 and is_group(paths[0]):  # seeds side by side: each seed, and the band
+        group = paths[0]
+        seeds = seed_runs(group)
+        target = Path(out) if out is not None else group / FIGURES
+        written = plot_runs(seeds, target, None, device, data_dir, download, note,
+                            allow_other_data)
+        histories = {p.name: _finished_run(p)[1] for p in seeds}
+        band = plots.seed_band(histories)
+        return [*written, plots.save_figure(band, target / "training_mean_sd.png")]
     if len(paths) > 1 and out is None:
         raise PyroVAEError("plotting several runs needs --out DIR for the combined figures")
     if labels is not None and len(labels) != len(paths):
