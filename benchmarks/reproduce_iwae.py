@@ -8,6 +8,8 @@ test log p(x) (K = 5000 on all 10 000 test images) and active units beside the p
     # a shortened budget: stages 0…4 (121 passes) of every one-layer k = 1 and k = 5 row
     python benchmarks/reproduce_iwae.py --rows 1L-k1 1L-k5 --stages 5 --data-dir $MNIST
     python benchmarks/reproduce_iwae.py --table-only   # the table of what is there, runs nothing
+    # three seeds of a row side by side in one process: the table gives mean and sd over seeds
+    python benchmarks/reproduce_iwae.py --rows 1L-iwae-k5 --seeds 0 1 2 --stages 3 --data-dir $MNIST
 
 Every row trains in its own run folder under ``--root`` (``pyrovae train --preset burda2015``,
 ``burda2015-two-layers`` for the 2L rows, with the row's estimator and k), so an interrupted row
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import time
 from dataclasses import dataclass
@@ -39,6 +42,7 @@ from pyrovae.core.files import atomic_write
 from pyrovae.inference.schedules import burda_epochs
 from pyrovae.runs.config import preset_config
 from pyrovae.runs.folder import CHECKPOINT, CONFIG, load_checkpoint, read_metrics
+from pyrovae.runs.seeds import is_group, read_seeds, resume_seeds, seed_runs, train_seeds
 
 # Burda et al. 2015, Table 1, MNIST: test negative log-likelihood in nats (K = 5000).
 PAPER_NLL: dict[tuple[int, str, int], float] = {
@@ -116,8 +120,14 @@ def config_of(row: Row, epochs: int, seed: int, device: str, train_subset: int |
 
 def train(row: Row, path: Path, epochs: int, args: argparse.Namespace) -> None:
     """Train ``row`` to ``epochs`` passes in ``path``: a new run, or a resume of its folder
-    (from its checkpoint, or from pass 0 when it was stopped before its first checkpoint)."""
+    (from its checkpoint, or from pass 0 when it was stopped before its first checkpoint).
+    With ``--seeds``, ``path`` is a group: one run per seed, trained side by side."""
     common = {"data_dir": args.data_dir, "download": False, "progress": args.progress}
+    if args.seeds is not None:
+        train_group(row, path, epochs, args, common)
+        return
+    if is_group(path):
+        raise PyroVAEError(f"{path} holds a group of seeds; pass its --seeds")
     if (path / CONFIG).is_file():
         done = int(load_checkpoint(path)["epoch"]) if (path / CHECKPOINT).is_file() else 0
         if done < epochs:
@@ -127,6 +137,31 @@ def train(row: Row, path: Path, epochs: int, args: argparse.Namespace) -> None:
     config = config_of(row, epochs, args.seed, args.device, args.train_subset)
     print(f"{row.name}: training {epochs} passes into {path}", flush=True)
     train_run(config, path, **common)
+
+
+def train_group(row: Row, path: Path, epochs: int, args, common: dict) -> None:
+    if path.exists() and not is_group(path):
+        raise PyroVAEError(f"{path} holds a single run; use another --root for --seeds")
+    if is_group(path):
+        if read_seeds(path) != args.seeds:
+            raise PyroVAEError(f"{path} was trained with seeds {read_seeds(path)}")
+        done = min(_done(run) for run in seed_runs(path))
+        if done < epochs:
+            print(f"{row.name}: resuming {len(args.seeds)} seeds at pass {done} of {epochs}")
+            resume_seeds(path, epochs=epochs, **common)
+        return
+    config = config_of(row, epochs, args.seeds[0], args.device, args.train_subset)
+    print(f"{row.name}: training {epochs} passes of seeds {args.seeds} into {path}", flush=True)
+    train_seeds(config, args.seeds, path, **common)
+
+
+def _done(run: Path) -> int:
+    return int(load_checkpoint(run)["epoch"]) if (run / CHECKPOINT).is_file() else 0
+
+
+def runs_of(path: Path) -> list[Path]:
+    """A row's run folders: its own, or one per seed of a group."""
+    return seed_runs(path) if is_group(path) else [path]
 
 
 EVALUATED = "reproduce_eval.json"  # this script's record of a row's evaluation, in its folder
@@ -158,6 +193,30 @@ def evaluate(row: Row, path: Path, args: argparse.Namespace) -> dict:
     figures = {**figures, "eval_seconds": time.perf_counter() - start}
     atomic_write(path / EVALUATED, lambda f: f.write(json.dumps(figures, indent=2).encode()))
     return figures
+
+
+def group_result(row: Row, path: Path, evaluations: list[dict | None]) -> dict:
+    """``result`` over a group's seeds: the first seed's fields, then the mean over seeds of
+    −log p(x), its standard error and the test ELBO, ``nll_seed_sd`` (the standard deviation
+    over seeds) and ``active_units`` as the mean (per layer)."""
+    runs = seed_runs(path)
+    each = [result(row, run, e) for run, e in zip(runs, evaluations, strict=True)]
+    out = {**each[0], "run_dir": str(path), "seeds": read_seeds(path)}
+    out["train_seconds"] = max(r["train_seconds"] for r in each)  # side by side: one clock
+    if all("nll" in r for r in each):
+        for key in ("nll", "nll_stderr", "test_elbo"):
+            out[key] = statistics.mean(r[key] for r in each)
+        out["nll_seed_sd"] = statistics.stdev(r["nll"] for r in each)
+        units = [r["active_units"] for r in each]
+        out["active_units"] = (
+            [round(statistics.mean(c)) for c in zip(*units, strict=True)]
+            if isinstance(units[0], list)
+            else round(statistics.mean(units))
+        )
+    else:
+        for key in ("nll", "nll_stderr", "test_elbo", "active_units"):
+            out.pop(key, None)
+    return out
 
 
 def result(row: Row, path: Path, evaluation: dict | None) -> dict:
@@ -207,6 +266,8 @@ def table(results: list[dict]) -> str:
     ]
     for r in results:
         ours = f"{r['nll']:.2f} ± {r['nll_stderr']:.2f}" if "nll" in r else "not evaluated"
+        if "nll_seed_sd" in r:
+            ours += f" (sd {r['nll_seed_sd']:.2f} over {len(r['seeds'])} seeds)"
         paper = f"{r['paper_nll']:.2f}" if r["paper_nll"] is not None else "—"
         gap = f"{r['nll'] - r['paper_nll']:+.2f}" if "nll" in r and r["paper_nll"] else "—"
         evals = f"{r['eval_seconds'] / 60:.0f} min" if r.get("eval_seconds") else "—"
@@ -307,6 +368,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--train-subset", type=int, default=None, help="train on the first N images")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        metavar="SEED",
+        help="train each row once per seed, side by side in one process (pyrovae train "
+        "--seeds); the table gives the mean over seeds and their standard deviation",
+    )
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=1, help="torch threads per process (default 1)")
     p.add_argument("--table-only", action="store_true", help="print the table of --root's rows")
@@ -327,10 +396,16 @@ def main(argv: list[str] | None = None) -> list[dict]:
             start = time.perf_counter()
             train(row, path, epochs, args)
             print(f"{row.name}: trained ({time.perf_counter() - start:.0f} s)", flush=True)
-        evaluation = None
-        if (path / CHECKPOINT).is_file():
-            evaluation = read_evaluated(path) if args.table_only else evaluate(row, path, args)
-            results.append(result(row, path, evaluation))
+        runs = runs_of(path) if path.exists() else []
+        if runs and all((run / CHECKPOINT).is_file() for run in runs):
+            evaluations = [
+                read_evaluated(run) if args.table_only else evaluate(row, run, args)
+                for run in runs
+            ]
+            if is_group(path):
+                results.append(group_result(row, path, evaluations))
+            else:
+                results.append(result(row, path, evaluations[0]))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     meta = {
         "args": {k: str(v) for k, v in vars(args).items()},

@@ -4,6 +4,7 @@
 
 FAULT, at the N-th time its moment comes (counting from 1):
 - ``kill-step``: SIGKILL just before an SVI step (a kill between steps);
+- ``kill-replicas-step``: SIGKILL just before a step of seeds side by side (``train --seeds``);
 - ``kill-in-checkpoint``: SIGKILL half-way through writing checkpoint.pt's bytes;
 - ``kill-before-metrics``: SIGKILL after checkpoint.pt is written, before metrics.jsonl;
 - ``enospc-checkpoint``: the disk fills up while checkpoint.pt is written;
@@ -22,6 +23,7 @@ import sys
 import torch
 
 import pyrovae.core.files
+import pyrovae.inference.replicas
 import pyrovae.inference.train
 import pyrovae.runs.folder
 import pyrovae.runs.train
@@ -87,6 +89,9 @@ def install(fault: str, n: int) -> None:
     if fault == "kill-step":
         step = pyrovae.inference.train.svi_step
         pyrovae.inference.train.svi_step = _at(n, lambda *a, **k: _kill(), step)
+    elif fault == "kill-replicas-step":
+        cls = pyrovae.inference.replicas.ReplicaStep
+        cls.loss_and_grads = _at(n, lambda *a, **k: _kill(), cls.loss_and_grads)
     elif fault == "kill-in-checkpoint":
         _checkpoint_writes(n, _half_then_kill)
     elif fault == "kill-before-metrics":

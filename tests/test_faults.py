@@ -474,3 +474,51 @@ def test_mnist_files_under_the_name_fashion_mnist_are_refused(tmp_path, monkeypa
     assert "are not FashionMNIST's (label counts [5923, 6742" in err
     assert not (tmp_path / "r").exists()
     load_data("mnist", "dynamic", data_dir=str(MNIST_DIR), download=False)  # its own name: fine
+
+
+@pytest.fixture(scope="module")
+def reference_group(tmp_path_factory):
+    """Two seeds side by side, never interrupted."""
+    from conftest import write_dataset
+
+    root = tmp_path_factory.mktemp("reference-group")
+    idx = root / "idx"
+    write_dataset(idx)
+    assert main(_args(idx, root / "group", "--seeds", "0", "1")) == 0
+    return root / "group"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "fault,n",
+    [("kill-in-checkpoint", 4), ("kill-before-metrics", 2), ("kill-replicas-step", 8)],
+)
+def test_a_group_of_seeds_killed_then_resumed_is_the_group_straight_through(
+    tmp_path, idx_dir, reference_group, fault, n
+):
+    """kill -9 of ``train --seeds 0 1`` (checkpoints are written seed-0, seed-1 each epoch):
+    half-way through seed-1's checkpoint of epoch 2 (seed-0 is then an epoch ahead of it), after
+    seed-1's checkpoint of epoch 1 before its metrics, or between two steps of epoch 2.
+    Resumed, every replica's checkpoint is at the last epoch and its metrics equal the
+    uninterrupted group's: bitwise for a replica that was not behind, to 1e-5 for one that
+    caught up alone (its lone graph sums in another order than the batched one)."""
+    from pyrovae.runs.seeds import seed_runs
+
+    group = tmp_path / "group"
+    killed = _harness(fault, n, _args(idx_dir, group, "--seeds", "0", "1"))
+    assert killed.returncode == -9, killed.stderr
+    before = [load_checkpoint(r)["epoch"] if (r / CHECKPOINT).exists() else 0
+              for r in seed_runs(group)]
+    if fault == "kill-in-checkpoint":
+        assert before == [2, 1]  # seed-1 behind: it catches up alone first
+    assert _resume(group, idx_dir) == 0
+    for run, ref, done in zip(seed_runs(group), seed_runs(reference_group), before, strict=True):
+        assert load_checkpoint(run)["epoch"] == EPOCHS
+        got, want = _timeless(read_metrics(run)), _timeless(read_metrics(ref))
+        assert [r["epoch"] for r in got] == list(range(1, EPOCHS + 1))
+        if done == max(before):
+            assert got == want, run.name
+        else:
+            for a, b in zip(got, want, strict=True):
+                assert a["test_elbo"] == pytest.approx(b["test_elbo"], rel=1e-5)
+        assert not list(run.glob(".*.tmp"))

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from pyrovae.core.errors import PyroVAEError
+
 ROOT = Path(__file__).resolve().parent.parent
 MNIST = ROOT.parent / "shared" / "data" / "mnist"
 
@@ -123,3 +125,24 @@ def test_a_pyrovae_error_is_one_line_and_exit_2(tmp_path):
     )
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith("reproduce_iwae.py: error: ") and result.stderr.count("\n") == 1
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not MNIST.is_dir(), reason="../shared/data/mnist is absent")
+def test_a_row_of_seeds_side_by_side_gives_mean_and_spread(tmp_path, capsys):
+    common = ["--root", str(tmp_path / "runs"), "--data-dir", str(MNIST), "--no-progress"]
+    common += ["--train-subset", "200", "--test-subset", "20", "--eval-samples", "10"]
+    common += ["--device", "cpu", "--json", str(tmp_path / "table.json"), "--passes", "1"]
+    (row,) = script.main(["--rows", "1L-iwae-k5", "--seeds", "0", "1", "2", *common])
+    singles = []
+    for seed in (0, 1, 2):
+        run = tmp_path / "runs" / "1L-iwae-k5" / f"seed-{seed}"
+        singles.append(script.result(script.ROWS["1L-iwae-k5"], run, script.read_evaluated(run)))
+    nlls = [r["nll"] for r in singles]
+    assert row["seeds"] == [0, 1, 2] and len(set(nlls)) == 3
+    assert row["nll"] == pytest.approx(sum(nlls) / 3)
+    mean = sum(nlls) / 3
+    assert row["nll_seed_sd"] == pytest.approx((sum((v - mean) ** 2 for v in nlls) / 2) ** 0.5)
+    assert "over 3 seeds" in capsys.readouterr().out
+    with pytest.raises(PyroVAEError, match="was trained with seeds"):
+        script.main(["--rows", "1L-iwae-k5", "--seeds", "0", "1", *common])
