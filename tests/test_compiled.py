@@ -266,3 +266,23 @@ def test_a_run_recorded_with_no_jit_reads_as_no_compile():
     """Runs recorded before the compiled path named the setting ``no_jit``."""
     assert Config.from_dict({"no_jit": True}).no_compile is True
     assert Config.from_dict({"no_jit": False}).no_compile is False
+
+
+def test_only_full_batches_are_compiled(idx_dir, monkeypatch):
+    """A short last batch comes once an epoch: its own compile would not repay, so it runs
+    eagerly (the same at every step of a resumed run, so resuming stays exact)."""
+    import pyrovae.inference.train as train
+
+    made = []
+
+    class Spy(CompiledELBO):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(train, "CompiledELBO", Spy)
+    data = load_data("mnist", "dynamic", data_dir=str(idx_dir), download=False)
+    model, guide = _parts(dataset="mnist")
+    fit(model, guide, data, "elbo", epochs=2, batch_size=64, progress=False)  # 300 = 4·64 + 44
+    (fast,) = made
+    assert fast.num_graphs == 1 and not fast.stats.fallbacks

@@ -325,7 +325,8 @@ def fit_replicas(
     """:func:`~pyrovae.inference.train.fit` for replicas r = 1…N side by side: ``models[r]``,
     ``guides[r]`` and ``optimizers[r]`` trained on ``data`` with seed ``seeds[r]`` (its data
     order, binarization and noise stream), every step of all replicas one batched graph
-    (:class:`ReplicaStep`; ``compile=False``: each replica's eager step in turn). Each replica
+    (:class:`ReplicaStep`; ``compile=False``, and a short last batch: each replica's eager step
+    in turn). Each replica
     follows the run ``fit`` makes with its seed alone, up to floating-point summation order.
 
     ``streams``: each replica's generator state when resuming (``start_epoch`` > 0); a fresh
@@ -382,7 +383,7 @@ def fit_replicas(
                 factor = schedule(epoch - 1, i, steps_per_epoch, epochs)
                 lr_now = [set_learning_rate(opt, factor) for opt in optimizers]
             with LatentScale(weight) if scaled else nullcontext():
-                if step is not None:
+                if step is not None and batches[0][0].shape[0] == batch_size:
                     losses = step.loss_and_grads(models, guides, batches, streams)
                 else:
                     losses = one_by_one([estimator] * n, models, guides, batches, streams)

@@ -139,6 +139,7 @@ def fit(
     with one line saying why). ``False`` runs the handlers every step, as a model whose control
     flow depends on the data needs. ``compile_mode``: ``torch.compile``'s mode (e.g.
     ``"reduce-overhead"``: CUDA graphs on a GPU). A KL warm-up's β is an input of the graph.
+    A short last batch (one step an epoch, not worth its own compile) runs eagerly.
     ``lr_schedule``: a name in :data:`~pyrovae.inference.schedules.LR_SCHEDULES`,
     applied to the optimizer's initial learning rate at every step (a function of epoch and step
     only, so resuming follows it exactly). ``divergence_factor``: stop a run whose loss has
@@ -180,11 +181,12 @@ def fit(
     scheduled = schedule is not LR_SCHEDULES["constant"]
     lr_now = optimizer.param_groups[0]["lr"]
     show = progress and is_root()
-    step_estimator = estimator
-    if compile:
-        step_estimator = CompiledELBO(estimator, mode=compile_mode, log=compile_log(show))
+    fast = CompiledELBO(estimator, mode=compile_mode, log=compile_log(show)) if compile else None
+    plain = estimator
     if is_distributed():
-        step_estimator = DataParallel(model, guide).sharded(step_estimator)
+        parallel = DataParallel(model, guide)
+        plain = parallel.sharded(plain)
+        fast = parallel.sharded(fast) if fast is not None else None
     guard = DivergenceGuard(divergence_factor)
     objective = train_name(estimator, beta, kl_warmup)  # what train_elbo is, by name
     history = []
@@ -210,6 +212,9 @@ def fit(
                 lr_now = set_learning_rate(optimizer, factor)
             try:
                 with LatentScale(weight) if scaled else nullcontext():
+                    # a short last batch (one step an epoch) is not worth a compile of its own
+                    full = fast is not None and args[0].shape[0] == batch_size
+                    step_estimator = fast if full else plain
                     total += svi_step(step_estimator, model, guide, optimizer, *args, guard=guard)
             except TrainingDiverged as e:
                 bar.close()
