@@ -10,6 +10,7 @@ from pyrovae.cli.parser import _add_config_flags, _add_data_flags, _flag
 from pyrovae.core.distributed import (
     DEFAULT_TIMEOUT,
     agree,
+    from_root,
     process_group_from_env,
     reported_by_root,
 )
@@ -108,7 +109,8 @@ def run(args: argparse.Namespace) -> None:
             if args.seeds is not None:
                 raise reported_by_root(PyroVAEError("--resume keeps the run's seeds; drop --seeds"))
             epochs, device = given.get("epochs"), given.get("device")
-            resume = resume_seeds if is_group(args.resume) else resume_run
+            group = from_root(lambda: is_group(args.resume))  # rank 0 alone reads the folder
+            resume = resume_seeds if group else resume_run
             path, history = resume(
                 args.resume, epochs, device, **common, allow_other_data=args.allow_other_data
             )
