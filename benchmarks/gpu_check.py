@@ -2,16 +2,20 @@
 
     make gpu-check    # python benchmarks/gpu_check.py --json benchmarks/results/gpu_check.json
 
-Five steps, each a subprocess with a time limit of its own, all within ``--budget`` seconds:
+Six steps, each a subprocess with a time limit of its own, all within ``--budget`` seconds:
 
 1. ``cuda-tests``: the CUDA-marked tests (``pytest -m cuda``);
-2. ``epoch-time``: ``benchmarks/epoch_time.py --device cuda``, pyrovae's epoch against the
-   hand-written reference (Fashion-MNIST, batch 256), the ratio of medians;
+2. ``epoch-time``: ``benchmarks/epoch_time.py --device cuda``, pyrovae's compiled epoch against
+   the hand-written reference (Fashion-MNIST, batch 256, ``elbo`` and ``iwae`` K = 5), the
+   ratio of medians, the compile seconds and the steps that repay them;
 3. ``iwae-k``: ``benchmarks/scaling.py --device cuda``, IWAE milliseconds per step at
    K = 1, 5, 50 and each against K = 1;
 4. ``evaluator``: ``benchmarks/evaluator.py --device cuda``, log p(x) with K = 5000 on all
    10 000 test images, seconds and peak GPU memory;
-5. ``torchrun``: ``torchrun --standalone --nproc_per_node 1 -m pyrovae train --device cuda``,
+5. ``seeds``: ``benchmarks/seeds.py --device cuda``, the Burda protocol's batch-20 step
+   compiled with CUDA graphs (``mode="reduce-overhead"``) alone, and 4 and 16 seeds side by
+   side against the same number one after another;
+6. ``torchrun``: ``torchrun --standalone --nproc_per_node 1 -m pyrovae train --device cuda``,
    one epoch, its checkpoint read back.
 
 Each step's command, exit code, seconds, figures and the tail of its output go into the JSON;
@@ -86,6 +90,13 @@ def _evaluator(out: Path) -> dict[str, Any]:
     return {k: result[k] for k in keys if k in result}
 
 
+def _seeds(out: Path) -> dict[str, Any]:
+    keys = ("ms_one", "ms_in_turn", "ms_side_by_side", "side_by_side_over_one")
+    keys += ("in_turn_over_side_by_side", "compile_seconds_single", "compile_seconds_batched")
+    rows = _json(out / "seeds.json")["rows"]
+    return {f"N={r['replicas']}": {k: r[k] for k in keys} for r in rows}
+
+
 def _torchrun(out: Path) -> dict[str, Any]:
     from pyrovae.runs.folder import load_checkpoint, read_metrics
 
@@ -103,11 +114,14 @@ def _torchrun(out: Path) -> dict[str, Any]:
 SIZES = {
     "gpu": {
         "tests": [],  # every CUDA-marked test of the suite
-        "epoch": ["--repeats", "3"],
+        "epoch": ["--repeats", "3", "--estimators", "elbo", "iwae"],
         "iwae": ["--batch-sizes", "256", "--hidden-sizes", "400", "--particles", "1", "5", "50"],
         "evaluator": ["--images", "10000", "--num-samples", "5000"]
         + ["--batch-size", "500", "--chunk-size", "1000"],
         "train": ["--train-subset", "6000"],
+        # the Burda protocol's batch-20 step: CUDA graphs replay the compiled step
+        "seeds": ["--preset", "burda2015", "--batch-size", "20", "--replicas", "4", "16"]
+        + ["--compile-mode", "reduce-overhead", "--steps", "20", "--repeats", "3"],
     },
     "smoke": {
         "tests": ["tests/test_cli.py"],
@@ -117,12 +131,13 @@ SIZES = {
         "evaluator": ["--images", "20", "--num-samples", "50"]
         + ["--batch-size", "20", "--chunk-size", "50"],
         "train": ["--train-subset", "256", "--hidden", "16", "--latent-dim", "3"],
+        "seeds": ["--replicas", "2", "--batch-size", "8", "--steps", "1", "--repeats", "1"],
     },
 }
 
 
 def steps(smoke: bool, out: Path) -> list[Step]:
-    """The five steps, at GPU sizes on CUDA, or at toy sizes on the CPU with ``smoke``."""
+    """The six steps, at GPU sizes on CUDA, or at toy sizes on the CPU with ``smoke``."""
     py, device = sys.executable, "cpu" if smoke else "cuda"
     size = SIZES["smoke" if smoke else "gpu"]
     tests = [py, "-m", "pytest", "-m", "cuda", "-q", "-p", "no:cacheprovider"]
@@ -130,15 +145,17 @@ def steps(smoke: bool, out: Path) -> list[Step]:
     epoch = [py, str(HERE / "epoch_time.py"), "--device", device, *size["epoch"]]
     iwae = [py, str(HERE / "scaling.py"), "--device", device, *size["iwae"]]
     evaluator = [py, str(HERE / "evaluator.py"), "--device", device, *size["evaluator"]]
+    seeds = [py, str(HERE / "seeds.py"), "--device", device, *size["seeds"]]
     train = [py, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1"]
     train += ["-m", "pyrovae", "train", "--device", device, "--epochs", "1", "--no-progress"]
     train += ["--no-figures", "--no-download", "--run-dir", str(out / "run"), *size["train"]]
     return [
-        Step("cuda-tests", tests, 120, _tests),
+        Step("cuda-tests", tests, 100, _tests),
         Step("epoch-time", [*epoch, "--json", str(out / "epoch_time.json")], 110, _epoch_time),
-        Step("iwae-k", [*iwae, "--json", str(out / "scaling.json")], 70, _iwae),
-        Step("evaluator", [*evaluator, "--json", str(out / "evaluator.json")], 90, _evaluator),
-        Step("torchrun", train, 80, _torchrun),
+        Step("iwae-k", [*iwae, "--json", str(out / "scaling.json")], 60, _iwae),
+        Step("evaluator", [*evaluator, "--json", str(out / "evaluator.json")], 60, _evaluator),
+        Step("seeds", [*seeds, "--json", str(out / "seeds.json")], 90, _seeds),
+        Step("torchrun", train, 50, _torchrun),
     ]
 
 

@@ -37,6 +37,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=10, help="steps per timed block")
     p.add_argument("--repeats", type=int, default=5, help="timed blocks per side")
     p.add_argument("--device", default="cpu")
+    p.add_argument(
+        "--compile-mode",
+        default=None,
+        help="torch.compile's mode for both compiled sides (reduce-overhead: CUDA graphs)",
+    )
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
@@ -71,14 +76,16 @@ def _adam(optimizers) -> None:
         opt.zero_grad(set_to_none=True)
 
 
-def sides(config, n: int, batch_size: int, device: torch.device) -> tuple[dict, dict]:
+def sides(
+    config, n: int, batch_size: int, device: torch.device, mode: str | None = None
+) -> tuple[dict, dict]:
     """Steps of: one replica alone; n one after another; n side by side. And the compile
     seconds of the single and the batched step."""
     estimator = pyrovae.make_estimator(config.estimator, config.num_particles)
     replicas = [_replica(config, s, device) for s in range(n)]
     batches = [_batch(batch_size, s, device) for s in range(n)]
-    singles = [CompiledELBO(estimator, log=lambda line: None) for _ in range(n)]
-    batched = ReplicaStep(estimator, log=lambda line: None)
+    singles = [CompiledELBO(estimator, mode=mode, log=lambda line: None) for _ in range(n)]
+    batched = ReplicaStep(estimator, mode=mode, log=lambda line: None)
     streams = []
     for s in range(n):
         set_seed(s)
@@ -113,12 +120,12 @@ def main(argv: list[str] | None = None) -> dict:
     for key, value in env.items():
         print(f"{key:14s} {value}")
     print(f"{'model':14s} {args.preset or 'default'} nets, {config.estimator} K = "
-          f"{config.num_particles}, batch {args.batch_size}\n")
+          f"{config.num_particles}, batch {args.batch_size}, compile mode {args.compile_mode}\n")
     print(f"{'N':>3s} {'one ms':>9s} {'N in turn':>10s} {'N side by side':>15s} "
           f"{'side/one':>9s} {'turn/side':>10s} {'compile s (1, N)':>17s}")
     rows = []
     for n in args.replicas:
-        steps, compile_seconds = sides(config, n, args.batch_size, device)
+        steps, compile_seconds = sides(config, n, args.batch_size, device, args.compile_mode)
         start = time.perf_counter()
         ms = median_ms(steps, args.steps, args.repeats, device)
         one, turn, side = (ms[k] for k in steps)

@@ -44,7 +44,7 @@ def test_smoke_runs_every_step_and_reads_its_figures(tmp_path):
     record = json.loads(out.read_text())
     assert record["smoke"] is True and record["device"] == "cpu" and record["ok"] is True
     steps = {s["step"]: s for s in record["steps"]}
-    assert list(steps) == ["cuda-tests", "epoch-time", "iwae-k", "evaluator", "torchrun"]
+    assert list(steps) == ["cuda-tests", "epoch-time", "iwae-k", "evaluator", "seeds", "torchrun"]
     assert all(s["status"] == "ok" and s["seconds"] > 0 for s in steps.values())
     tests = steps["cuda-tests"]["summary"]
     assert tests["tests"] >= 1 and tests["failures"] == tests["errors"] == 0
@@ -55,6 +55,9 @@ def test_smoke_runs_every_step_and_reads_its_figures(tmp_path):
     evaluator = steps["evaluator"]["summary"]
     assert evaluator["images"] == 20 and evaluator["num_samples"] == 50
     assert evaluator["log_px"] < 0
+    seeds = steps["seeds"]["summary"]["N=2"]
+    assert seeds["ms_one"] > 0 and seeds["ms_side_by_side"] > 0
+    assert seeds["compile_seconds_batched"] > 0
     train = steps["torchrun"]["summary"]
     assert train["world_size"] == 1 and train["ranks_in_checkpoint"] == 1
     assert train["test_elbo"] < 0
