@@ -31,8 +31,10 @@ handlers break the graph in a dozen places and the step gets slower, not faster.
   ``TORCHINDUCTOR_CACHE_DIR`` says otherwise), so a second run of the same model compiles faster.
 
 A recorded graph is valid while what the Python code branched on stays the same, so the cache
-key holds the argument shapes, dtypes and devices, the modules' identities, parameter shapes and
-train/eval modes, and the types of the enclosing handlers. Control flow that depends on the
+key holds the argument shapes, dtypes and devices, the modules' identities, which tensors are
+their parameters (a replaced parameter is another graph) and their train/eval modes, and the
+types of the enclosing handlers. Submodules added to model or guide after their first step are
+not seen: build the model before training it. Control flow that depends on the
 data is outside what a recording can express: use ``compile=False`` (``--no-compile``).
 """
 
@@ -293,6 +295,7 @@ class CompiledELBO(ELBO):
         self.log = log
         self.stats = CompileStats()
         self._steps: dict[Hashable, _CompiledStep | str] = {}
+        self._slots: dict[tuple[int, int], list[tuple[dict, str]]] = {}
 
     @property
     def num_graphs(self) -> int:
@@ -313,11 +316,27 @@ class CompiledELBO(ELBO):
             bool(getattr(guide, "training", True)),
             tuple(_signature(a) for a in args),
             tuple((type(m), getattr(m, "sites", None)) for m in _PYRO_STACK),
-            tuple(
-                (n, tuple(p.shape), p.requires_grad)
+            self._parameters(model, guide),
+        )
+
+    def _parameters(self, model, guide) -> tuple:
+        """Which tensors are the parameters now, with their requires_grad: a parameter
+        replaced (another shape, say) or frozen is another graph. The walk over the modules
+        is made once per pair (a step of a small model is a millisecond); the slots it found
+        are read at every step."""
+        slots = self._slots.get((id(model), id(guide)))
+        if slots is None:
+            slots = [
+                (sub._parameters, name)
                 for module in (model, guide)
-                for n, p in module.named_parameters()
-            ),
+                if isinstance(module, torch.nn.Module)
+                for sub in module.modules()
+                for name in sub._parameters
+            ]
+            self._slots[(id(model), id(guide))] = slots
+        return tuple(
+            (id(p), p.requires_grad) if (p := params[name]) is not None else None
+            for params, name in slots
         )
 
     def _unsupported(self, model, guide) -> str | None:
