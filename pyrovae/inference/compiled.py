@@ -150,6 +150,27 @@ def _values_in_graph() -> Iterator[None]:
             setattr(module, attr, original)
 
 
+@contextmanager
+def _orders_as_ints(modules: Sequence[torch.nn.Module]) -> Iterator[None]:
+    """While recording, an autoregressive network's ``permutation`` (an integer buffer that
+    Pyro's flow inverse iterates over, one pass per dimension) reads as a tuple of Python ints:
+    a recording can index by an int, not by a tensor element it would have to read."""
+    from pyro.nn import AutoRegressiveNN
+
+    saved = []
+    for module in modules:
+        for sub in module.modules():
+            order = sub._buffers.get("permutation") if isinstance(sub, AutoRegressiveNN) else None
+            if isinstance(order, torch.Tensor):
+                saved.append((sub, order))
+                sub._buffers["permutation"] = tuple(order.tolist())
+    try:
+        yield
+    finally:
+        for sub, order in saved:
+            sub._buffers["permutation"] = order
+
+
 def _signature(x: Any) -> Hashable:
     if isinstance(x, torch.Tensor):
         return ("tensor", tuple(x.shape), x.dtype, x.device)
@@ -209,7 +230,9 @@ def record_step(estimator: ELBO, model, guide, args: tuple) -> Recording:
     named = dict(holder.named_parameters())
     names = [n for n, p in named.items() if p.requires_grad]
     frozen = {n: p for n, p in named.items() if not p.requires_grad}
-    buffers = dict(holder.named_buffers())
+    # floating-point buffers are inputs (they may change); integer ones (a flow's permutation,
+    # masks) are structure, constants of the graph, so code may iterate over them
+    buffers = {n: b for n, b in holder.named_buffers() if b.is_floating_point()}
     handlers = _scaled_handlers()
     scales = [torch.as_tensor(m.scale, dtype=torch.float64) for m in handlers]
     n_params, n_buffers, n_scales = len(names), len(buffers), len(scales)
@@ -238,7 +261,12 @@ def record_step(estimator: ELBO, model, guide, args: tuple) -> Recording:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            with pyro.validation_enabled(False), _values_in_graph(), recording():
+            with (
+                pyro.validation_enabled(False),
+                _values_in_graph(),
+                _orders_as_ints((model, guide)),
+                recording(),
+            ):
                 graph = make_fx(step)(*inputs)
     finally:
         set_rng_state(rng)

@@ -5,6 +5,8 @@ L_K = Σ_b log (1/K) Σ_k w_bk,  w_bk = p(x_b, z_bk) / q(z_bk|x_b): the log-mean
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 
 from pyrovae.inference.particle_elbo import ParticleELBO, require_reparameterized
@@ -31,14 +33,13 @@ class DReG(IWAE):
 
     the total derivative along the sampled path z_k(ε, φ), log q at stop-grad(φ).
 
-    Built as S = Σ w̃ log w̄ (θ-gradient of IWAE, w̃-weighted path gradient for φ) plus
-    Σ_s ⟨g_s, z_s⟩ over the latent sites s, with g_s = ∂/∂z_s Σ_k (w̃_k² − w̃_k) log w̄_k held
-    constant. g_s is the *partial* derivative (taken at the views through which z_s enters the
-    densities, :class:`~pyrovae.inference.particles.Particles`), so by the chain rule
-    Σ_s g_s dz_s/dφ is the total derivative, z1's effect through z2 = g(ε2, z1, φ) counted once,
-    in ⟨g_2, z_2⟩. The compiled path records the step with ``make_fx``, which runs this inner
-    ``autograd.grad`` on the real tensors and keeps its operations: g_s is an explicit part of
-    the compiled graph, and the backward of the whole sees it as the constant it is.
+    Built as S = Σ w̃ log w̄ (θ-gradient of IWAE, w̃-weighted path gradient for φ), with a
+    gradient hook at every tensor through which a latent z_s enters the densities (its views,
+    :class:`~pyrovae.inference.particles.Particles`) that multiplies the gradient arriving there,
+    w̃_k ∂ log w̄_k / ∂z_s, by w̃_k once more: the partial derivatives then carry w̃², and the
+    chain rule through z_s = g(ε, z_{s−1}, φ) gives Σ_k w̃_k² d log w̄_k / dφ, z1's effect
+    through z2 counted once. θ's gradient does not pass through the views: it stays IWAE's.
+    One backward pass, and the compiled path records the hook's multiplication with the rest.
     """
 
     description = "L_K with the doubly-reparameterized encoder gradient: SNR not decaying in K"
@@ -52,18 +53,15 @@ class DReG(IWAE):
         require_reparameterized(p, "iwae-dreg")
         log_w_stop = p.log_p - p.log_q_stop  # (K, B); equals log w in value
         w = torch.softmax(log_w_stop.detach(), dim=0)  # normalized weights w̃, per datapoint
-        main = (w * log_w_stop).sum()
+        # the factor that turns the path gradient's w̃ into encoder_weights(w̃); 0 where w̃ is
+        factor = torch.where(w > 0, self.encoder_weights(w) / w, torch.zeros_like(w))
         latents = p.latents
-        views = [(name, v) for name, v in p.inputs if latents[name].requires_grad]
-        if not views:
-            return main
-        reweight = ((self.encoder_weights(w) - w) * log_w_stop).sum()
-        grads = torch.autograd.grad(
-            reweight, [v for _, v in views], retain_graph=True, allow_unused=True
-        )
-        correction = sum(
-            (g.detach() * latents[name]).sum()
-            for (name, _), g in zip(views, grads, strict=True)
-            if g is not None
-        )
-        return main + correction
+        for name, view in p.inputs:
+            if latents[name].requires_grad and view.requires_grad:
+                view.register_hook(partial(_reweighted, factor))
+        return (w * log_w_stop).sum()
+
+
+def _reweighted(factor: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """``grad`` (K, B, …) times ``factor`` (K, B), broadcast over the event dimensions."""
+    return grad * factor.reshape(factor.shape + (1,) * (grad.dim() - factor.dim()))
