@@ -89,9 +89,9 @@ def install(fault: str, n: int) -> None:
     if fault == "kill-step":
         step = pyrovae.inference.train.svi_step
         pyrovae.inference.train.svi_step = _at(n, lambda *a, **k: _kill(), step)
-    elif fault == "kill-replicas-step":
-        cls = pyrovae.inference.replicas.ReplicaStep
-        cls.loss_and_grads = _at(n, lambda *a, **k: _kill(), cls.loss_and_grads)
+    elif fault == "kill-replicas-step":  # batched (a GPU) or in turn (the CPU): one is used
+        for cls in (pyrovae.inference.replicas.ReplicaStep, pyrovae.inference.replicas._InTurn):
+            cls.loss_and_grads = _at(n, lambda *a, **k: _kill(), cls.loss_and_grads)
     elif fault == "kill-in-checkpoint":
         _checkpoint_writes(n, _half_then_kill)
     elif fault == "kill-before-metrics":

@@ -115,8 +115,8 @@ def test_a_step_whose_noise_reads_its_inputs_runs_replica_by_replica():
 
 
 @pytest.mark.parametrize("kl_warmup", [0, 7])
-@pytest.mark.parametrize("compile", [True, False])
-def test_fit_replicas_equals_fit_with_each_seed_alone(idx_dir, kl_warmup, compile):
+@pytest.mark.parametrize("compile,batched", [(True, True), (True, False), (False, None)])
+def test_fit_replicas_equals_fit_with_each_seed_alone(idx_dir, kl_warmup, compile, batched):
     data = load_data("mnist", "dynamic", data_dir=str(idx_dir), download=False)
     kwargs = {"epochs": 2, "batch_size": 64, "beta": 0.5, "kl_warmup": kl_warmup}
     lone = []
@@ -131,7 +131,7 @@ def test_fit_replicas_equals_fit_with_each_seed_alone(idx_dir, kl_warmup, compil
     callbacks = [lambda rec, r=r: seen[r].append((rec["epoch"], torch.rand(()))) for r in (0, 1)]
     histories = fit_replicas(
         models, guides, data, "iwae", num_particles=2, seeds=SEEDS[:2], optimizers=optimizers,
-        progress=False, compile=compile, on_epoch_end=callbacks, **kwargs
+        progress=False, compile=compile, batched=batched, on_epoch_end=callbacks, **kwargs
     )
     for r, (history, weights) in enumerate(lone):
         for a, b in zip(history, histories[r], strict=True):

@@ -268,6 +268,22 @@ class ReplicaStep:
         return one_by_one(singles, models, guides, batches, streams)
 
 
+class _InTurn:
+    """Each replica's own compiled step, one after another (``fit_replicas(batched=False)``)."""
+
+    def __init__(self, singles: list[CompiledELBO]) -> None:
+        self.singles = singles
+
+    def loss_and_grads(self, models, guides, batches, streams) -> list[float]:
+        return one_by_one(self.singles, models, guides, batches, streams)
+
+
+def _quiet(log: Callable[[str], None]) -> Callable[[str], None]:
+    """``log`` without the compile times (each replica's compile after the first is the same
+    graph, Inductor's cache answers it); fallbacks are still said."""
+    return lambda line: None if line.startswith("compiled ") else log(line)
+
+
 def one_by_one(estimators, models, guides, batches, streams) -> list[float]:
     """Replica r's ``loss_and_grads`` with ``estimators[r]`` under its generator state
     ``streams[r]`` (advanced in place), one replica after another."""
@@ -319,15 +335,20 @@ def fit_replicas(
     streams: list | None = None,
     compile: bool = True,
     compile_mode: str | None = None,
+    batched: bool | None = None,
     progress: bool = True,
     on_epoch_end: Sequence[EpochCallback] | None = None,
 ) -> list[list[dict[str, Any]]]:
     """:func:`~pyrovae.inference.train.fit` for replicas r = 1…N side by side: ``models[r]``,
     ``guides[r]`` and ``optimizers[r]`` trained on ``data`` with seed ``seeds[r]`` (its data
-    order, binarization and noise stream), every step of all replicas one batched graph
-    (:class:`ReplicaStep`; ``compile=False``, and a short last batch: each replica's eager step
-    in turn). Each replica
-    follows the run ``fit`` makes with its seed alone, up to floating-point summation order.
+    order, binarization and noise stream). Each replica follows the run ``fit`` makes with its
+    seed alone, up to floating-point summation order.
+
+    ``batched``: every step of all replicas one vectorized graph (:class:`ReplicaStep`), or
+    each replica's compiled step in turn (the same as each run alone, in one process). By
+    default batched on a GPU, where N small models in one graph fill the device, and in turn on
+    the CPU, where the batched matrix products measured slower than N separate ones (see
+    BENCHMARKS.md). ``compile=False``, and a short last batch: each replica's eager step in turn.
 
     ``streams``: each replica's generator state when resuming (``start_epoch`` > 0); a fresh
     start seeds replica r's stream with ``seeds[r]`` as ``fit`` does. While
@@ -358,11 +379,15 @@ def fit_replicas(
     beta_at = beta_schedule(beta, kl_warmup)
     scaled = beta != 1.0 or kl_warmup > 0
     lr_now = [opt.param_groups[0]["lr"] for opt in optimizers]
-    step = (
-        ReplicaStep(estimator, mode=compile_mode, log=compile_log(progress))
-        if compile
-        else None
-    )
+    if batched is None:
+        batched = next(models[0].parameters()).device.type == "cuda"
+    log = compile_log(progress)
+    step: ReplicaStep | _InTurn | None = None
+    if compile:
+        step = ReplicaStep(estimator, mode=compile_mode, log=log) if batched else _InTurn(
+            [CompiledELBO(estimator, mode=compile_mode, log=log if r == 0 else _quiet(log))
+             for r in range(n)]
+        )
     guards = [DivergenceGuard(divergence_factor) for _ in seeds]
     histories: list[list[dict[str, Any]]] = [[] for _ in seeds]
     objective = train_name(estimator, beta, kl_warmup)
