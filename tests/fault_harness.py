@@ -24,6 +24,7 @@ import torch
 
 import pyrovae.core.files
 import pyrovae.inference.replicas
+import pyrovae.inference.side_by_side
 import pyrovae.inference.train
 import pyrovae.runs.folder
 import pyrovae.runs.train
@@ -90,7 +91,7 @@ def install(fault: str, n: int) -> None:
         step = pyrovae.inference.train.svi_step
         pyrovae.inference.train.svi_step = _at(n, lambda *a, **k: _kill(), step)
     elif fault == "kill-replicas-step":  # batched (a GPU) or in turn (the CPU): one is used
-        for cls in (pyrovae.inference.replicas.ReplicaStep, pyrovae.inference.replicas._InTurn):
+        for cls in (pyrovae.inference.replicas.ReplicaStep, pyrovae.inference.side_by_side._InTurn):
             cls.loss_and_grads = _at(n, lambda *a, **k: _kill(), cls.loss_and_grads)
     elif fault == "kill-in-checkpoint":
         _checkpoint_writes(n, _half_then_kill)

@@ -15,8 +15,9 @@ from pyrovae.data import load_data
 from pyrovae.data.base import PIXEL_MODES
 from pyrovae.guides.families import GUIDES
 from pyrovae.inference.beta import LatentScale
-from pyrovae.inference.compiled import CompiledELBO, compile_backend
+from pyrovae.inference.compiled import CompiledELBO
 from pyrovae.inference.estimators import ESTIMATORS, make_estimator
+from pyrovae.inference.recording import compile_backend
 from pyrovae.inference.train import make_optimizer
 from pyrovae.models.likelihoods import LIKELIHOODS
 from pyrovae.models.prior import PRIORS

@@ -14,15 +14,11 @@ from pyrovae import fit
 from pyrovae.core.errors import PyroVAEError, TrainingDiverged
 from pyrovae.core.runtime import get_rng_state, set_seed
 from pyrovae.data import load_data
-from pyrovae.inference.compiled import CompiledELBO, record_step
+from pyrovae.inference.compiled import CompiledELBO
 from pyrovae.inference.estimators import ESTIMATORS, make_estimator
-from pyrovae.inference.replicas import (
-    ReplicaStep,
-    check_seeds,
-    fit_replicas,
-    mean_and_std,
-    split_noise,
-)
+from pyrovae.inference.recording import record_step
+from pyrovae.inference.replicas import ReplicaStep, split_noise
+from pyrovae.inference.side_by_side import check_seeds, fit_replicas, mean_and_std
 from pyrovae.inference.train import make_optimizer
 
 SEEDS = (0, 1, 2)

@@ -15,8 +15,8 @@ from pyrovae.core.distributed import (
     reported_by_root,
 )
 from pyrovae.core.errors import PyroVAEError
-from pyrovae.inference.replicas import mean_and_std
 from pyrovae.inference.report import test_figure
+from pyrovae.inference.side_by_side import mean_and_std
 from pyrovae.runs import TrainConfig, resume_run, train_run
 from pyrovae.runs.config import PRESETS, preset_config
 from pyrovae.runs.config_file import read_config_file

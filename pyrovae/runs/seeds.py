@@ -23,7 +23,7 @@ from pyrovae.core.distributed import is_distributed
 from pyrovae.core.errors import PyroVAEError
 from pyrovae.core.files import atomic_write, check_writable
 from pyrovae.core.runtime import get_rng_state, resolve_device
-from pyrovae.inference.replicas import check_seeds, fit_replicas, mean_and_std
+from pyrovae.inference.side_by_side import check_seeds, fit_replicas, mean_and_std
 from pyrovae.runs.config import TrainConfig
 from pyrovae.runs.folder import (
     CONFIG,
