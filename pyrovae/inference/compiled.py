@@ -41,7 +41,6 @@ data is outside what a recording can express: use ``compile=False`` (``--no-comp
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
@@ -59,6 +58,7 @@ from pyrovae.inference.recording import (
     compile_graph,
     inductor_cache,
     record_step,
+    say,
 )
 
 
@@ -109,12 +109,6 @@ class CompiledELBO(ELBO):
     def num_graphs(self) -> int:
         """How many steps were compiled so far (one per distinct signature)."""
         return self.stats.graphs
-
-    def _say(self, line: str) -> None:
-        if self.log is not None:
-            self.log(line)
-        else:
-            print(f"pyrovae: {line}", file=sys.stderr)
 
     def _key(self, model, guide, args: tuple) -> Hashable:
         return (
@@ -204,12 +198,12 @@ class CompiledELBO(ELBO):
                 self.stats.graphs += 1
                 self.stats.seconds += seconds
                 self._steps[key] = step
-                self._say(f"compiled the training step in {seconds:.1f} s ({self.backend})")
+                say(self.log, f"compiled the training step in {seconds:.1f} s ({self.backend})")
                 return self._apply(step, outputs)
         line = f"the training step runs eagerly ({reason})"
         self._steps[key] = line
         self.stats.fallbacks.append(reason)
-        self._say(line)
+        say(self.log, line)
         return self._eager(model, guide, args)
 
     def _eager(self, model, guide, args) -> float:

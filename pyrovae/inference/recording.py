@@ -178,6 +178,14 @@ class CompileStats:
     fallbacks: list[str] = field(default_factory=list)
 
 
+def say(log: Callable[[str], None] | None, line: str) -> None:
+    """A compile time or a fallback, to ``log``, or on standard error where there is none."""
+    if log is not None:
+        log(line)
+    else:
+        print(f"pyrovae: {line}", file=sys.stderr)
+
+
 @dataclass
 class Recording:
     """A step recorded by :func:`record_step`: ``graph(*params, *buffers, *scales, *args)`` →

@@ -17,7 +17,6 @@ standard normals of a fixed shape) cannot be split so; its replicas then step on
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ from pyrovae.inference.recording import (
     compile_graph,
     inductor_cache,
     record_step,
+    say,
 )
 
 
@@ -144,12 +144,6 @@ class ReplicaStep:
         self.stats = CompileStats()
         self._steps: dict[Hashable, _Batched | list[CompiledELBO]] = {}
 
-    def _say(self, line: str) -> None:
-        if self.log is not None:
-            self.log(line)
-        else:
-            print(f"pyrovae: {line}", file=sys.stderr)
-
     def loss_and_grads(
         self, models: Sequence, guides: Sequence, batches: Sequence[tuple], streams: list
     ) -> list[float]:
@@ -160,7 +154,7 @@ class ReplicaStep:
         if step is None:
             step = self._build(key, models, guides, batches, streams)
         if isinstance(step, list):  # one compiled step per replica, one after another
-            return self._one_by_one(step, models, guides, batches, streams)
+            return one_by_one(step, models, guides, batches, streams)
         return self._run(step, batches, streams)
 
     def _build(self, key, models, guides, batches, streams):
@@ -184,7 +178,7 @@ class ReplicaStep:
             self._steps[key] = step
             self.stats.graphs += 1
             self.stats.seconds += time.perf_counter() - start
-            self._say(
+            say(self.log,
                 f"compiled the step of {len(models)} replicas in "
                 f"{time.perf_counter() - start:.1f} s ({self.backend})"
             )
@@ -194,9 +188,9 @@ class ReplicaStep:
             reason = f"{type(e).__name__}: {first_line(str(e)) or '…'}"
         line = f"the replicas step one after another ({reason})"
         self.stats.fallbacks.append(reason)
-        self._say(line)
+        say(self.log, line)
         singles = [
-            CompiledELBO(self.estimator, self.backend, self.mode, log=self._say) for _ in models
+            CompiledELBO(self.estimator, self.backend, self.mode, log=self.log) for _ in models
         ]
         self._steps[key] = singles
         return singles
@@ -247,10 +241,6 @@ class ReplicaStep:
             for p, g in zip(rec.params, grads, strict=True):
                 p.grad = g[r] if p.grad is None else p.grad + g[r]
         return losses.tolist()
-
-    @staticmethod
-    def _one_by_one(singles, models, guides, batches, streams) -> list[float]:
-        return one_by_one(singles, models, guides, batches, streams)
 
 
 def one_by_one(estimators, models, guides, batches, streams) -> list[float]:
