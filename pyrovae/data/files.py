@@ -32,7 +32,8 @@ from torchvision import datasets
 from pyrovae.core.errors import PyroVAEError
 from pyrovae.core.files import atomic_write, os_error
 from pyrovae.core.registry import lookup
-from pyrovae.data.sources import ArraySource, DatasetItems, ImageOptions, ImageSource, PILSource
+from pyrovae.data.image_files import DatasetItems, PILSource
+from pyrovae.data.sources import ArraySource, ImageOptions, ImageSource
 
 FILES = (
     "train-images-idx3-ubyte",

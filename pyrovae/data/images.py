@@ -192,6 +192,7 @@ def load_data(
     *,
     channels: int | None = None,
     image_size: Sequence[int] | None = None,
+    allow_large_images: bool = False,
     test_fraction: float | None = None,
     stream: bool | None = None,
     workers: int = 0,
@@ -201,14 +202,16 @@ def load_data(
     ``dataset``: a registered name (``fashion-mnist``, ``cifar10``, …), an image folder or a
     ``.npy``/``.npz``/``.pt`` file (:mod:`pyrovae.data.inputs`); ``data_dir`` is the only folder
     a registered dataset is looked for in when given. ``channels`` (1 or 3) and ``image_size``
-    (H or H W: scale and centre-crop) convert the images. The test split is the dataset's own,
+    (H or H W: scale and centre-crop) convert the images; image files of more than
+    :data:`~pyrovae.data.image_files.MAX_PIXELS` pixels are refused unless
+    ``allow_large_images``. The test split is the dataset's own,
     or with ``test_fraction`` a seeded fraction of the training images. ``stream``: None picks
     device-resident :class:`ImageData` when train and test need at most half the device's free
     memory and :class:`StreamedImageData` (a DataLoader with ``workers`` processes) otherwise;
     True or False forces one.
     """
     mode = lookup(PIXEL_MODES, pixels, "pixel mode")  # fail on a bad mode before reading any file
-    options = ImageOptions.of(channels, image_size)
+    options = ImageOptions.of(channels, image_size, allow_large_images)
     splits = open_dataset(dataset, data_dir, download, options)
     train, test = splits.train, splits.test
     if test_fraction is not None:

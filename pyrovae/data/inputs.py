@@ -17,6 +17,7 @@ the files a content hash of the data covers.
 from __future__ import annotations
 
 import hashlib
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -29,7 +30,8 @@ import torch
 
 from pyrovae.core.errors import PyroVAEError
 from pyrovae.data.files import DATASETS, read_dataset
-from pyrovae.data.sources import ArraySource, FileItems, ImageOptions, ImageSource, PILSource
+from pyrovae.data.image_files import FileItems, PILSource
+from pyrovae.data.sources import ArraySource, ImageOptions, ImageSource
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 
@@ -74,12 +76,21 @@ def _hidden(path: Path, below: Path) -> bool:
     return any(part.startswith(".") for part in path.relative_to(below).parts)
 
 
+def _is_image(path: Path) -> bool:
+    """A file with an image's suffix. A link with an image's name whose target is gone is an
+    error: skipping it would train on fewer images than the folder holds, unsaid."""
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        return False
+    if path.is_symlink() and not path.exists():
+        raise PyroVAEError(
+            f"{path} is a link to {os.readlink(path)}, which does not exist; restore it or "
+            "remove the link"
+        )
+    return path.is_file()
+
+
 def _images_below(folder: Path) -> list[Path]:
-    return sorted(
-        p
-        for p in folder.rglob("*")
-        if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and not _hidden(p, folder)
-    )
+    return sorted(p for p in folder.rglob("*") if not _hidden(p, folder) and _is_image(p))
 
 
 def _layout(folder: Path) -> tuple[list[Path], list[str] | None]:
@@ -87,7 +98,7 @@ def _layout(folder: Path) -> tuple[list[Path], list[str] | None]:
     if not folder.is_dir():
         raise PyroVAEError(f"{folder} is not a folder")
     entries = [e for e in sorted(folder.iterdir()) if not e.name.startswith(".")]
-    loose = [e for e in entries if e.is_file() and e.suffix.lower() in IMAGE_SUFFIXES]
+    loose = [e for e in entries if _is_image(e)]
     classes = [e.name for e in entries if e.is_dir()]
     if loose and classes:
         raise PyroVAEError(

@@ -1,10 +1,10 @@
 """Image sources: N images of one shape (C, H, W) and their labels, read by row.
 
 A source reads from an array in memory, a memory-mapped array on disk, image files, or a
-torchvision dataset's items; the same conversions apply to each (``--channels``,
-``--image-size``). Reading a source whole gives the device-resident dataset; reading it batch by
-batch in DataLoader workers streams it. Sources are composed, not subclassed: a subset of rows is
-:class:`Rows` around any source.
+torchvision dataset's items (those two decoded by :mod:`pyrovae.data.image_files`); the same
+conversions apply to each (``--channels``, ``--image-size``). Reading a source whole gives the
+device-resident dataset; reading it batch by batch in DataLoader workers streams it. Sources are
+composed, not subclassed: a subset of rows is :class:`Rows` around any source.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,21 +24,28 @@ from pyrovae.data.validate import validate_images, validate_labels
 
 Shape = tuple[int, int, int]  # (C, H, W)
 CHANNELS = (1, 3)  # grey or RGB: what the networks and figures take
-PIL_MODES = {1: "L", 3: "RGB"}
 CHUNK = 4096  # rows per chunk when a source is read or checked whole
 
 
 @dataclass(frozen=True)
 class ImageOptions:
     """Conversions applied to every image: ``channels`` 1 or 3 (None: as stored) and ``size``
-    (H, W) (None: as stored; else scaled to cover H × W, then centre-cropped)."""
+    (H, W) (None: as stored; else scaled to cover H × W, then centre-cropped); ``allow_large``:
+    decode image files beyond :data:`~pyrovae.data.image_files.MAX_PIXELS`."""
 
     channels: int | None = None
     size: tuple[int, int] | None = None
+    allow_large: bool = False
 
     @classmethod
-    def of(cls, channels: int | None, image_size: Sequence[int] | None) -> ImageOptions:
-        """From the CLI's ``--channels C`` and ``--image-size H [W]`` (one number: square)."""
+    def of(
+        cls,
+        channels: int | None,
+        image_size: Sequence[int] | None,
+        allow_large_images: bool = False,
+    ) -> ImageOptions:
+        """From the CLI's ``--channels C``, ``--image-size H [W]`` (one number: square) and
+        ``--allow-large-images``."""
         if channels is not None and channels not in CHANNELS:
             raise PyroVAEError(f"--channels must be 1 or 3, got {channels}")
         size = None
@@ -48,7 +54,7 @@ class ImageOptions:
             if len(sides) not in (1, 2) or min(sides) < 1:
                 raise PyroVAEError(f"--image-size takes H or H W, positive, got {list(sides)}")
             size = (sides[0], sides[-1])
-        return cls(channels, size)
+        return cls(channels, size, allow_large_images)
 
 
 def convert_channels(images: torch.Tensor, channels: int | None, where: str) -> torch.Tensor:
@@ -256,109 +262,3 @@ def _dtype_kind(array: Any) -> str:
             return "b"
         return "f" if array.is_floating_point() else ("c" if array.is_complex() else "i")
     return np.dtype(array.dtype).kind
-
-
-class ImageItems(ABC):
-    """Images one at a time, as PIL images: files on disk, or a torchvision dataset's items."""
-
-    @abstractmethod
-    def __len__(self) -> int: ...
-
-    @abstractmethod
-    def name(self, i: int) -> str:
-        """Where item i comes from, for messages."""
-
-    @abstractmethod
-    def open(self, i: int):
-        """Item i as a PIL image (decoded lazily by PIL)."""
-
-
-class FileItems(ImageItems):
-    """Image files (PNG, JPEG, …) by path."""
-
-    def __init__(self, paths: Sequence[Path]) -> None:
-        self.paths = list(paths)
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def name(self, i: int) -> str:
-        return str(self.paths[i])
-
-    def open(self, i: int):
-        from PIL import Image
-
-        return Image.open(self.paths[i])
-
-
-class DatasetItems(ImageItems):
-    """The images of a torchvision dataset whose items are (PIL image, target)."""
-
-    def __init__(self, dataset: Any, where: str) -> None:
-        self.dataset, self.where = dataset, where
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def name(self, i: int) -> str:
-        return f"{self.where} (item {i})"
-
-    def open(self, i: int):
-        return self.dataset[i][0]
-
-
-class PILSource(ImageSource):
-    """Images decoded one by one with PIL and converted to ``channels`` (PIL's own conversion:
-    any mode — palette, alpha, 16-bit — becomes L or RGB) and ``size``.
-
-    Without ``channels`` the first image decides: one band (after dropping alpha) is grey,
-    more is RGB. Without ``size`` every image must have the first image's size.
-    """
-
-    def __init__(
-        self, items: ImageItems, where: str, labels: torch.Tensor | None, options: ImageOptions
-    ) -> None:
-        if len(items) == 0:
-            raise PyroVAEError(f"{where} holds no images")
-        if labels is not None:
-            validate_labels(labels, len(items), where)
-        self.items, self.where, self.options = items, where, options
-        self.labels = None if labels is None else labels.long()
-        channels = options.channels
-        if channels is None:
-            bands = [b for b in self._image(0, None).getbands() if b != "A"]
-            channels = 1 if len(bands) == 1 else 3
-        self.mode = PIL_MODES[channels]
-        self.shape = tuple(self._decode(0, check=False).shape)
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def _image(self, i: int, mode: str | None):
-        try:
-            image = self.items.open(i)
-            image.load()  # decodes now: a truncated or corrupt file fails here
-            return image if mode is None else image.convert(mode)
-        except PyroVAEError:
-            raise
-        except Exception as e:  # PIL raises assorted types (OSError, SyntaxError, ValueError)
-            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise PyroVAEError(f"cannot read image {self.items.name(i)}: {msg}") from None
-
-    def _decode(self, i: int, check: bool = True) -> torch.Tensor:
-        array = np.asarray(self._image(i, self.mode), dtype=np.uint8)
-        image = torch.from_numpy(array.copy()).reshape(*array.shape[:2], -1).permute(2, 0, 1)
-        image = resize_crop(image.unsqueeze(0), self.options.size)[0]  # (C, H, W)
-        if check and tuple(image.shape) != self.shape:
-            raise PyroVAEError(
-                f"{self.items.name(i)} is {image.shape[1]}×{image.shape[2]} but the first image "
-                f"is {self.shape[1]}×{self.shape[2]}; pass --image-size H [W] to resize them"
-            )
-        return image
-
-    def read(self, rows: Sequence[int]) -> torch.Tensor:
-        return torch.stack([self._decode(int(i)) for i in rows])
-
-    def check(self, levels: int | None) -> None:
-        """Nothing to check before decoding: PIL gives uint8, always valid and on the 8-bit
-        grid; a file that cannot be decoded fails when it is read."""

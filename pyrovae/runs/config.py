@@ -51,6 +51,9 @@ class TrainConfig:
     image_size: tuple[int, ...] | None = _opt(
         None, "resize the images to H [W]: scaled to cover, then centre-cropped"
     )
+    allow_large_images: bool = _opt(
+        False, "decode image files of more than 8192×8192 pixels (refused by default)"
+    )
     test_fraction: float | None = _opt(
         None, "hold out this seeded fraction of the training images as the test split"
     )
@@ -104,7 +107,7 @@ class TrainConfig:
         object.__setattr__(self, "dataset", resolve_dataset(self.dataset))
         if self.image_size is not None:
             object.__setattr__(self, "image_size", tuple(self.image_size))
-        ImageOptions.of(self.channels, self.image_size)
+        ImageOptions.of(self.channels, self.image_size, self.allow_large_images)
         if self.test_fraction is not None and not 0 < self.test_fraction < 1:
             raise PyroVAEError(f"--test-fraction must be in (0, 1), got {self.test_fraction}")
         if self.workers < 0:

@@ -54,6 +54,7 @@ def run_data(
         download,
         channels=config.channels,
         image_size=config.image_size,
+        allow_large_images=config.allow_large_images,
         test_fraction=config.test_fraction,
         stream=True if config.stream else None,
         workers=config.workers,
