@@ -7,7 +7,10 @@ line naming the file, never trained on silently.
 
 from __future__ import annotations
 
+import errno
+import gzip
 import json
+import os
 import struct
 import zlib
 from pathlib import Path
@@ -15,8 +18,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import random_images, write_pngs
+from conftest import random_images, write_dataset, write_pngs
 from PIL import Image
+from test_faults import _args
 
 import pyrovae.core.files
 import pyrovae.data.image_files
@@ -24,6 +28,7 @@ from pyrovae.cli import main
 from pyrovae.core.errors import PyroVAEError
 from pyrovae.data import load_data
 from pyrovae.data.image_files import MAX_PIXELS, MODES, exact_pixels
+from pyrovae.data.staged import STAMP_SUFFIX
 
 PIL_LIMIT = Image.MAX_IMAGE_PIXELS
 
@@ -197,6 +202,96 @@ def test_a_dangling_symlink_among_the_images_is_one_line_naming_it(tmp_path, cap
         capsys, _train_argv(tmp_path / "d", tmp_path / "run", "--test-fraction", "0.5")
     )
     assert f"{folder / '003.png'} is a link to {tmp_path / 'gone.png'}, which does not" in err
+
+
+# ---------------------------------------------------------------- the unpacked cache
+
+
+def _staged(name: str = "train-images-idx3-ubyte") -> Path:
+    cache = Path(os.environ["XDG_CACHE_HOME"]) / "pyrovae" / "staged"
+    (path,) = cache.rglob(name)
+    return path
+
+
+def _flip_4_kb(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[1024 : 1024 + 4096] = bytes(b ^ 0xFF for b in data[1024 : 1024 + 4096])
+    path.write_bytes(bytes(data))
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+DAMAGE = {"4 KB flipped": _flip_4_kb, "truncated": _truncate}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGE))
+def test_a_damaged_unpacked_cache_is_rebuilt_from_its_source(idx_dir, damage):
+    """The copy is checked against the stamp written when it was unpacked (the source's size
+    and mtime, the copy's SHA-256): a new run reads the source's data and records its hash."""
+    first = load_data("mnist", "grey", data_dir=str(idx_dir), download=False)
+    staged = _staged()
+    stamp = json.loads(staged.with_name(staged.name + STAMP_SUFFIX).read_text())
+    source = idx_dir / "train-images-idx3-ubyte.gz"
+    assert stamp["size"] == source.stat().st_size
+    DAMAGE[damage](staged)
+    again = load_data("mnist", "grey", data_dir=str(idx_dir), download=False)
+    assert again.origin.sha256 == first.origin.sha256
+    assert torch.equal(again.train_x, first.train_x)
+    assert staged.read_bytes() == gzip.decompress(source.read_bytes())
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A one-epoch run on gzipped IDX files (staged into a cache of its own)."""
+    root = tmp_path_factory.mktemp("trained")
+    write_dataset(root / "idx")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XDG_CACHE_HOME", str(root / "cache"))
+        assert main(_args(root / "idx", root / "run", "--epochs", "1")) == 0
+    return root / "run", root / "idx"
+
+
+def _evaluate(run: Path, idx: Path) -> list[str]:
+    flags = ["--data-dir", str(idx), "--no-download", "--no-progress", "--num-samples", "0"]
+    return ["evaluate", str(run), *flags]
+
+
+@pytest.mark.parametrize("damage", list(DAMAGE))
+def test_evaluate_after_the_cache_was_damaged_reads_the_rebuilt_copy(trained, capsys, damage):
+    """evaluate blamed the source folder ("not the data this run was trained on", "corrupt or
+    unreadable files in <the source>") for the cache's damage; now the copy is rebuilt."""
+    run, idx = trained
+    assert main(_evaluate(run, idx)) == 0
+    DAMAGE[damage](_staged())
+    capsys.readouterr()
+    assert main(_evaluate(run, idx)) == 0, capsys.readouterr().err
+
+
+def test_a_damaged_cache_that_cannot_be_rebuilt_is_named_not_the_source(
+    trained, capsys, monkeypatch
+):
+    """The copy is damaged and the cache's disk is full: the one line names the copy and the
+    cache to delete, and says nothing against the source folder or the run's data."""
+    run, idx = trained
+    assert main(_evaluate(run, idx)) == 0
+    staged = _staged()
+    _flip_4_kb(staged)
+    mkstemp = pyrovae.core.files.tempfile.mkstemp
+
+    def cache_disk_full(*args, dir, **kwargs):
+        if Path(dir).is_relative_to(staged.parents[3]):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return mkstemp(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(pyrovae.core.files.tempfile, "mkstemp", cache_disk_full)
+    capsys.readouterr()
+    err = _one_line_error(capsys, _evaluate(run, idx))
+    source = idx / "train-images-idx3-ubyte.gz"
+    assert f"{staged}, pyrovae's unpacked copy of {source}, is damaged" in err
+    assert "the disk is full" in err and f"delete {staged.parents[2]}" in err
+    assert "not the data this run" not in err and "corrupt or unreadable" not in err
 
 
 # ---------------------------------------------------------------- images too large

@@ -13,8 +13,6 @@ CelebA, Omniglot) in torchvision's layout under the folder.
 
 from __future__ import annotations
 
-import gzip
-import hashlib
 import os
 import shutil
 import socket
@@ -23,17 +21,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 import torch
 from torchvision import datasets
 
 from pyrovae.core.errors import PyroVAEError
-from pyrovae.core.files import atomic_write, os_error
 from pyrovae.core.registry import lookup
 from pyrovae.data.image_files import DatasetItems, PILSource
 from pyrovae.data.sources import ArraySource, ImageOptions, ImageSource
+from pyrovae.data.staged import stage
 
 FILES = (
     "train-images-idx3-ubyte",
@@ -234,49 +232,6 @@ def _idx_files_in(directory: Path, spec: DatasetSpec) -> dict[str, Path] | None:
     return None
 
 
-def _stage(found: dict[str, Path], spec: DatasetSpec) -> Path:
-    """A root in torchvision's layout holding the uncompressed files (links or unpacked copies).
-
-    Safe when several processes stage the same files at once: each unpacks into its own
-    temporary file and renames it into place (:func:`atomic_write`), so a reader sees a
-    whole file or none.
-    """
-    source_dir = str(next(iter(found.values())).parent.resolve())
-    if all(p.suffix != ".gz" for p in found.values()) and Path(source_dir).name == "raw":
-        return Path(source_dir).parent.parent  # already torchvision's layout
-    key = hashlib.sha1(source_dir.encode()).hexdigest()[:12]
-    root = cache_dir() / "staged" / key
-    raw = root / spec.folder / "raw"
-    try:
-        raw.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise os_error("create", raw, e) from None
-    for name, src in found.items():
-        dest = raw / name
-        stamp = f"{src.stat().st_size}:{src.stat().st_mtime_ns}"
-        stamp_file = raw / (name + ".source")
-        if dest.exists() and stamp_file.exists() and stamp_file.read_text() == stamp:
-            continue
-        atomic_write(dest, partial(_unpack, src))
-        atomic_write(stamp_file, lambda f, s=stamp: f.write(s.encode()))
-    return root
-
-
-def _chunks(src: Path) -> Iterator[bytes]:
-    """``src``'s bytes (gunzipped when it ends in .gz); a read error is one line."""
-    try:
-        with gzip.open(src) if src.suffix == ".gz" else open(src, "rb") as f_in:
-            while chunk := f_in.read(1 << 20):
-                yield chunk
-    except (OSError, EOFError) as e:  # unreadable, or a truncated or damaged .gz
-        raise PyroVAEError(f"cannot read {src}: {_first_line(e)}") from None
-
-
-def _unpack(src: Path, out: IO[bytes]) -> None:
-    for chunk in _chunks(src):
-        out.write(chunk)  # a full disk: atomic_write names the file it was writing
-
-
 def _first_line(e: BaseException) -> str:
     return str(e).splitlines()[0] if str(e) else type(e).__name__
 
@@ -348,7 +303,7 @@ def _open(spec: DatasetSpec, directory: Path, options: ImageOptions) -> Found | 
         found = _idx_files_in(directory, spec)
         if found is None:
             return None
-        root = _stage(found, spec)
+        root = stage(found, spec.folder, cache_dir() / "staged")
         raw = _read(root, spec, where)
         check_fingerprint(spec, raw, where)
         train, test = (
