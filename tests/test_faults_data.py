@@ -294,6 +294,52 @@ def test_a_damaged_cache_that_cannot_be_rebuilt_is_named_not_the_source(
     assert "not the data this run" not in err and "corrupt or unreadable" not in err
 
 
+# ---------------------------------------------------------------- array files
+
+
+@pytest.mark.parametrize("dtype", [">f4", ">f8", ">u2", ">i4"])
+def test_a_big_endian_npy_is_read_in_native_byte_order(tmp_path, dtype):
+    """The same values as the native file gives (integers in 0…255, floats in [0, 1])."""
+    u8 = random_images(6, (1, 4, 5), 0)
+    values = u8 / 255 if dtype.startswith(">f") else u8
+    np.save(tmp_path / "big.npy", values.astype(dtype))
+    np.save(tmp_path / "native.npy", values.astype(dtype.replace(">", "<")))
+    big = load_data(str(tmp_path / "big.npy"), "grey", test_fraction=0.5)
+    native = load_data(str(tmp_path / "native.npy"), "grey", test_fraction=0.5)
+    assert torch.equal(big.train_x, native.train_x) and torch.equal(big.test_x, native.test_x)
+
+
+def test_big_endian_labels_in_an_npz_are_read(tmp_path):
+    labels = np.array([3, 0, 2, 1, 2, 0], dtype=">i8")
+    np.savez(tmp_path / "big.npz", images=random_images(6, (1, 4, 4), 0), labels=labels)
+    data = load_data(str(tmp_path / "big.npz"), "grey", test_fraction=0.5)
+    assert sorted(data.train_y.tolist() + data.test_y.tolist()) == sorted(labels.tolist())
+
+
+@pytest.mark.parametrize("what", ["images", "labels"])
+def test_a_sparse_tensor_in_a_pt_file_is_one_line(tmp_path, capsys, recwarn, what):
+    images, labels = torch.rand(6, 4, 4), torch.arange(6) % 2
+    content = {"images": images, "labels": labels}
+    content[what] = content[what].to_sparse()
+    torch.save(content, tmp_path / "sparse.pt")
+    err = _one_line_error(
+        capsys, _train_argv(tmp_path / "sparse.pt", tmp_path / "run", "--test-fraction", "0.5")
+    )
+    assert f"{tmp_path / 'sparse.pt'} [{what}] is a sparse tensor (torch.sparse_coo)" in err
+    assert not [w for w in recwarn if "sparse" in str(w.message)]  # no warning besides it
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".npz"])
+def test_a_file_named_npy_that_is_not_one_is_named_without_numpys_pickle_hint(
+    tmp_path, capsys, suffix
+):
+    path = tmp_path / f"images{suffix}"
+    path.write_text("a CSV export, say: 0,0,1\n")
+    err = _one_line_error(capsys, _train_argv(path, tmp_path / "run", "--test-fraction", "0.5"))
+    assert f"{path} is not a {suffix} file: it does not start with b" in err
+    assert "pickle" not in err
+
+
 # ---------------------------------------------------------------- images too large
 
 

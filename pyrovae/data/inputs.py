@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ import torch
 from pyrovae.core.errors import PyroVAEError
 from pyrovae.data.files import DATASETS, read_dataset
 from pyrovae.data.image_files import FileItems, PILSource
-from pyrovae.data.sources import ArraySource, ImageOptions, ImageSource
+from pyrovae.data.sources import ArraySource, ImageOptions, ImageSource, dense, native_order
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 
@@ -168,7 +169,9 @@ def _npz_entry(path: Path, key: str) -> Any:
 
 
 def _pt(path: Path) -> Any:
-    return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    with warnings.catch_warnings():  # a sparse tensor is refused in one line, not warned about
+        warnings.filterwarnings("ignore", "Validating sparse tensor invariants")
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
 
 
 def _pt_entry(path: Path, key: str | None) -> Any:
@@ -205,16 +208,22 @@ def _from_keys(
     sources = []
     for prefix in prefixes:
         key = f"{prefix}labels"
-        labels = torch.as_tensor(np.asarray(get(key))) if key in present else None
+        labels = None
+        if key in present:
+            labels = torch.as_tensor(native_order(dense(get(key), f"{path} [{key}]")))
         where = f"{path} [{prefix}images]"
         sources.append(ArraySource(partial(open_images, f"{prefix}images"), where, labels, options))
     return sources[0], (sources[1] if len(sources) == 2 else None)
 
 
 class ArrayFile(InputKind):
-    """A file of arrays, recognized by its ``suffix``."""
+    """A file of arrays, recognized by its ``suffix``; one whose first bytes are not the
+    format's ``magic`` is refused by name, before a reader guesses at it (NumPy reads any other
+    file as a pickle and answers with a hint about ``allow_pickle``)."""
 
     suffix: str
+    magic: bytes = b""
+    made_by: str = ""  # what writes such a file, for the message
 
     def matches(self, dataset: str) -> bool:
         return dataset.lower().endswith(self.suffix)
@@ -222,6 +231,13 @@ class ArrayFile(InputKind):
     def open(self, dataset, data_dir, download, options):
         path = _existing(dataset)
         try:
+            with open(path, "rb") as f:
+                start = f.read(len(self.magic))
+            if start != self.magic:
+                raise PyroVAEError(
+                    f"{path} is not a {self.suffix} file: it does not start with {self.magic!r} "
+                    f"as one written by {self.made_by} does"
+                )
             train, test = self.sources(path, options)
         except PyroVAEError:
             raise
@@ -240,6 +256,8 @@ class NpyFile(ArrayFile):
     """One array of images, memory-mapped (no labels, no test split)."""
 
     suffix = ".npy"
+    magic = b"\x93NUMPY"
+    made_by = "numpy.save"
 
     def sources(self, path, options):
         return ArraySource(partial(_npy, path), str(path), None, options), None
@@ -249,6 +267,8 @@ class NpzFile(ArrayFile):
     """Named arrays (see :data:`EXPECTED_KEYS`), each read into memory when opened."""
 
     suffix = ".npz"
+    magic = b"PK"  # a zip archive
+    made_by = "numpy.savez"
 
     def sources(self, path, options):
         with np.load(path, allow_pickle=False) as archive:

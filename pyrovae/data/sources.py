@@ -186,7 +186,7 @@ class ArraySource(ImageSource):
     ) -> None:
         self.open, self.where, self.options = open, where, options
         self._array: Any = None
-        raw = self.array
+        raw = dense(self.array, where)
         if len(raw.shape) < 2 or raw.shape[0] == 0:
             raise PyroVAEError(f"{where} holds no images (shape {tuple(raw.shape)})")
         self.stored = array_shape(raw.shape, where)
@@ -219,7 +219,7 @@ class ArraySource(ImageSource):
             block = a[index]
         else:
             index = rows if isinstance(rows, slice) else np.asarray(list(rows), dtype=np.int64)
-            block = torch.from_numpy(np.require(a[index], requirements=["C", "W"]))
+            block = torch.from_numpy(np.require(native_order(a[index]), requirements=["C", "W"]))
         if block.dtype == torch.bool:
             return block.float()
         if block.dtype != torch.uint8 and not block.is_floating_point():
@@ -254,6 +254,26 @@ class ArraySource(ImageSource):
                     raise PyroVAEError(
                         f"{self.where}: integer images span {low}…{high}; expected 0…255"
                     )
+
+
+def native_order(array: Any) -> Any:
+    """A NumPy array in the machine's byte order (a big-endian ``.npy``, say): torch takes no
+    other. Tensors and arrays already native are returned as they are."""
+    if isinstance(array, torch.Tensor):
+        return array
+    array = np.asarray(array)
+    return array if array.dtype.isnative else array.astype(array.dtype.newbyteorder("="))
+
+
+def dense(array: Any, where: str) -> Any:
+    """``array`` unless it is a sparse tensor, which is refused: the readers index rows of a
+    dense (strided) tensor."""
+    if isinstance(array, torch.Tensor) and array.layout != torch.strided:
+        raise PyroVAEError(
+            f"{where} is a sparse tensor ({array.layout}); save it dense: "
+            "torch.save(t.to_dense(), ...)"
+        )
+    return array
 
 
 def _dtype_kind(array: Any) -> str:
