@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from pyrovae.cli.parser import _add_data_flags
+from pyrovae.core.ranges import SIZE
 from pyrovae.runs import LOG_PX_SAMPLES, evaluate_run
+from pyrovae.runs.evaluate import MAX_DRAWS, MAX_DRAWS_RANGE, NUM_SAMPLES
 from pyrovae.runs.folder import EVALUATION
 from pyrovae.runs.seeds import is_group, seed_runs, summarize
 
@@ -19,14 +22,23 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     evaluate.add_argument(
         "--num-samples",
-        type=int,
+        type=NUM_SAMPLES,
         default=LOG_PX_SAMPLES,
         metavar="K",
         help=f"importance samples for log p(x); 0 skips it (default: {LOG_PX_SAMPLES}; "
         "the paper protocol is 5000)",
     )
     evaluate.add_argument(
-        "--test-subset", type=int, metavar="N", help="evaluate on the first N test images only"
+        "--max-draws",
+        type=MAX_DRAWS_RANGE,
+        default=MAX_DRAWS,
+        metavar="N",
+        help="refuse a log p(x) of more draws of z than this (test images × K), quoting the time "
+        f"it would take, measured on a first chunk (default: {MAX_DRAWS:,}, 20× the paper "
+        "protocol's)",
+    )
+    evaluate.add_argument(
+        "--test-subset", type=SIZE, metavar="N", help="evaluate on the first N test images only"
     )
     evaluate.add_argument("--no-progress", action="store_true", help="no progress bar")
     evaluate.add_argument("--device", help="cpu, cuda or auto (default: the run's)")
@@ -79,7 +91,13 @@ def _evaluate(args: argparse.Namespace, run_dir) -> dict:
         test_subset=args.test_subset,
         progress=not args.no_progress,
         allow_other_data=args.allow_other_data,
+        max_draws=args.max_draws,
+        note=_note,
     )
+
+
+def _note(text: str) -> None:
+    print(f"pyrovae: note: {text}", file=sys.stderr)
 
 
 def _print(results: dict) -> None:
