@@ -47,12 +47,11 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def run(args: argparse.Namespace) -> None:
     """Evaluate the run on its test set and print the figures, per image in nats (a group of
-    seeds: each seed's, then their mean ± standard deviation)."""
+    seeds: each seed's, then their mean ± standard deviation), each before it is written."""
     if is_group(args.run_dir):
         _group(args)
         return
-    results = _evaluate(args, args.run_dir)
-    _print(results)
+    _evaluate(args, args.run_dir)
     print(f"written to {Path(args.run_dir) / EVALUATION}")
 
 
@@ -71,7 +70,6 @@ def _group(args: argparse.Namespace) -> None:
     for run in runs:
         print(f"{run.name}:")
         results.append(_evaluate(args, run))
-        _print(results[-1])
     summary = summarize(results, tuple(key for _, key in GROUP_FIGURES))
     print(f"mean ± sd over {len(runs)} seeds, per image in nats:")
     for label, key in GROUP_FIGURES:
@@ -82,6 +80,7 @@ def _group(args: argparse.Namespace) -> None:
 
 
 def _evaluate(args: argparse.Namespace, run_dir) -> dict:
+    """The figures, printed before they are written (a failing write loses nothing shown)."""
     return evaluate_run(
         run_dir,
         args.device,
@@ -92,6 +91,7 @@ def _evaluate(args: argparse.Namespace, run_dir) -> dict:
         progress=not args.no_progress,
         allow_other_data=args.allow_other_data,
         max_draws=args.max_draws,
+        report=_print,
         note=_note,
     )
 
@@ -122,7 +122,9 @@ def _print(results: dict) -> None:
             f"{results['log_px_bpd']:.4f} bits/dim)"
         )
         print(f"  effective samples    {results['ess']:.1f} of {results['num_samples']}")
-    print(f"  active units         {_per_layer(results['active_units'], results['latent_dim'])}")
+    active = _per_layer(results["active_units"], results["latent_dim"])
+    # flushed: the figures reach a pipe or a file before evaluation.json is written
+    print(f"  active units         {active}", flush=True)
 
 
 def _per_layer(active: int | list[int] | None, dims: int | list[int]) -> str:

@@ -47,6 +47,7 @@ def evaluate_run(
     progress: bool = True,
     allow_other_data: bool = False,
     max_draws: int = MAX_DRAWS,
+    report: Callable[[dict[str, Any]], None] | None = None,
     note: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Test figures of a run's checkpoint, also added to the run's ``evaluation.json`` (which
@@ -66,7 +67,8 @@ def evaluate_run(
 
     Before log p(x) its cost is estimated (:func:`~pyrovae.inference.marginal.estimate_cost`)
     and told to ``note``; more than ``max_draws`` draws of z (test images × K) are refused in
-    one line that quotes the estimate.
+    one line that quotes the estimate. ``report`` gets the figures before they are written, so
+    that a write that fails (a full disk) loses nothing it has shown.
     """
     NUM_SAMPLES.check("--num-samples", num_samples)
     SIZE.check("--test-subset", test_subset)
@@ -84,6 +86,8 @@ def evaluate_run(
             if note is not None:
                 note(told)
         figures = _figures(run, x, y, num_samples, log_px, progress)
+        if report is not None:
+            report(figures)
         write_evaluation(path, figures)
     return figures
 
