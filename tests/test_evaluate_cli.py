@@ -156,7 +156,7 @@ def test_one_test_image_has_no_spread(run, idx_dir, capsys):
 
 
 BAD_EVALUATE = {
-    "negative K": (["--num-samples", "-1"], "--num-samples must be 0 (no log p(x)) or more"),
+    "negative K": (["--num-samples", "-1"], "--num-samples must be at least 0, got -1"),
     "empty subset": (["--test-subset", "0"], "--test-subset must be at least 1, got 0"),
     "subset too big": (["--test-subset", "101"], "between 1 and 100 (the test images), got 101"),
 }

@@ -299,7 +299,7 @@ def test_a_checkpoint_of_another_architecture_names_what_differs(run, tmp_path, 
 
 def test_huge_sizes_are_refused_before_allocating(tmp_path, idx_dir, run, capsys):
     new = tmp_path / "huge"
-    assert main(_args(idx_dir, new, "--hidden", "10000000000")) == 2
+    assert main(_args(idx_dir, new, "--hidden", "1000000000")) == 2
     assert "needs about" in _err(capsys) and not new.exists()
     assert main(["sample", str(run), "--num", "1000000000", "--out", str(tmp_path / "s.png")]) == 2
     assert "--num 1000000000 images need about" in _err(capsys)

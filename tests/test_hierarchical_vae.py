@@ -328,7 +328,7 @@ def test_figures_say_which_layer_they_show(tmp_path, idx_dir, monkeypatch):
         (["--latent-dim", "4", "0"], "--latent-dim must be at least 1, got 4 0"),
         (["--latent-dim", "4", "3", "--prior", "vamp"], "--prior vamp needs one stochastic"),
         (["--latent-dim", "4", "3", "--estimator", "analytic-kl"], "analytic-kl has no closed"),
-        (["--latent-dim", "4", "3", "--upper-hidden", "0"], "--upper-hidden needs positive"),
+        (["--latent-dim", "4", "3", "--upper-hidden", "0"], "--upper-hidden must be at least 1"),
         (["--latent-dim", "4", "3", "--autoencoder"], "--guide delta (the autoencoder) has one"),
     ],
 )

@@ -11,7 +11,7 @@ from types import ModuleType
 import torch
 
 from pyrovae.cli import diagnose, evaluate, plot, sample, train
-from pyrovae.cli.parser import EXIT_USAGE, _Parser
+from pyrovae.cli.parser import EXIT_USAGE, _Parser, check_ranges
 from pyrovae.core.distributed import launch_rank
 from pyrovae.core.errors import PyroVAEError, first_line
 from pyrovae.core.files import os_error
@@ -38,10 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``pyrovae ARGV``; the exit status: 0, 2 on bad input, 130 when interrupted."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if args.command != "train" and launch_rank() != 0:
         return 0  # one process does it: rank 0 (see the pyrovae.cli docstring)
     try:
+        check_ranges(parser, args)
         VERBS[args.command].run(args)
     except PyroVAEError as e:
         if not getattr(e, "reported_by_root", False):  # every rank has it; rank 0 says it
@@ -65,6 +67,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+# torch's RuntimeErrors for memory it cannot give: the CPU allocator's, and a tensor whose size
+# in bytes passes 2⁶³ (sizes within their ranges can still multiply past it: --hidden 2³¹−1 2³¹−1)
+NO_MEMORY = ("can't allocate memory", "Storage size calculation overflowed")
+
+
 def _out_of_memory(e: BaseException) -> bool:
-    """A GPU's or the CPU allocator's out-of-memory error (torch raises a RuntimeError)."""
-    return isinstance(e, (torch.OutOfMemoryError, MemoryError)) or "can't allocate memory" in str(e)
+    """A GPU's or the CPU allocator's out-of-memory error, or a size past any memory."""
+    return isinstance(e, (torch.OutOfMemoryError, MemoryError)) or any(
+        text in str(e) for text in NO_MEMORY
+    )

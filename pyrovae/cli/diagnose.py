@@ -6,8 +6,10 @@ import argparse
 from pathlib import Path
 
 from pyrovae.cli.parser import _add_data_flags, _loading, choices_help
+from pyrovae.core.ranges import SIZE
 from pyrovae.inference.estimators import ESTIMATORS
 from pyrovae.runs import diagnose_run
+from pyrovae.runs.diagnose import SAMPLES
 from pyrovae.runs.folder import DIAGNOSTICS
 
 
@@ -27,21 +29,21 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     diagnose.add_argument(
         "--num-particles",
         nargs="+",
-        type=int,
+        type=SIZE,
         required=True,
         metavar="K",
         help="particle counts K to try with each estimator",
     )
     diagnose.add_argument(
         "--samples",
-        type=int,
+        type=SAMPLES,
         default=100,
         metavar="M",
         help="gradients drawn per row (default: 100)",
     )
     diagnose.add_argument(
         "--batch-size",
-        type=int,
+        type=SIZE,
         default=64,
         metavar="B",
         help="the fixed batch: the first B test images (default: 64)",

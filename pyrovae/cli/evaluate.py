@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from pyrovae.cli.parser import _add_data_flags
+from pyrovae.core.ranges import SIZE
 from pyrovae.runs import LOG_PX_SAMPLES, evaluate_run
+from pyrovae.runs.evaluate import MAX_DRAWS, MAX_DRAWS_RANGE, NUM_SAMPLES
 from pyrovae.runs.folder import EVALUATION
 from pyrovae.runs.seeds import is_group, seed_runs, summarize
 
@@ -19,14 +22,23 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     evaluate.add_argument(
         "--num-samples",
-        type=int,
+        type=NUM_SAMPLES,
         default=LOG_PX_SAMPLES,
         metavar="K",
         help=f"importance samples for log p(x); 0 skips it (default: {LOG_PX_SAMPLES}; "
         "the paper protocol is 5000)",
     )
     evaluate.add_argument(
-        "--test-subset", type=int, metavar="N", help="evaluate on the first N test images only"
+        "--max-draws",
+        type=MAX_DRAWS_RANGE,
+        default=MAX_DRAWS,
+        metavar="N",
+        help="refuse a log p(x) of more draws of z than this (test images × K), quoting the time "
+        f"it would take, measured on a first chunk (default: {MAX_DRAWS:,}, 20× the paper "
+        "protocol's)",
+    )
+    evaluate.add_argument(
+        "--test-subset", type=SIZE, metavar="N", help="evaluate on the first N test images only"
     )
     evaluate.add_argument("--no-progress", action="store_true", help="no progress bar")
     evaluate.add_argument("--device", help="cpu, cuda or auto (default: the run's)")
@@ -35,12 +47,11 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def run(args: argparse.Namespace) -> None:
     """Evaluate the run on its test set and print the figures, per image in nats (a group of
-    seeds: each seed's, then their mean ± standard deviation)."""
+    seeds: each seed's, then their mean ± standard deviation), each before it is written."""
     if is_group(args.run_dir):
         _group(args)
         return
-    results = _evaluate(args, args.run_dir)
-    _print(results)
+    _evaluate(args, args.run_dir)
     print(f"written to {Path(args.run_dir) / EVALUATION}")
 
 
@@ -59,7 +70,6 @@ def _group(args: argparse.Namespace) -> None:
     for run in runs:
         print(f"{run.name}:")
         results.append(_evaluate(args, run))
-        _print(results[-1])
     summary = summarize(results, tuple(key for _, key in GROUP_FIGURES))
     print(f"mean ± sd over {len(runs)} seeds, per image in nats:")
     for label, key in GROUP_FIGURES:
@@ -70,6 +80,7 @@ def _group(args: argparse.Namespace) -> None:
 
 
 def _evaluate(args: argparse.Namespace, run_dir) -> dict:
+    """The figures, printed before they are written (a failing write loses nothing shown)."""
     return evaluate_run(
         run_dir,
         args.device,
@@ -79,7 +90,14 @@ def _evaluate(args: argparse.Namespace, run_dir) -> dict:
         test_subset=args.test_subset,
         progress=not args.no_progress,
         allow_other_data=args.allow_other_data,
+        max_draws=args.max_draws,
+        report=_print,
+        note=_note,
     )
+
+
+def _note(text: str) -> None:
+    print(f"pyrovae: note: {text}", file=sys.stderr)
 
 
 def _print(results: dict) -> None:
@@ -104,7 +122,9 @@ def _print(results: dict) -> None:
             f"{results['log_px_bpd']:.4f} bits/dim)"
         )
         print(f"  effective samples    {results['ess']:.1f} of {results['num_samples']}")
-    print(f"  active units         {_per_layer(results['active_units'], results['latent_dim'])}")
+    active = _per_layer(results["active_units"], results["latent_dim"])
+    # flushed: the figures reach a pipe or a file before evaluation.json is written
+    print(f"  active units         {active}", flush=True)
 
 
 def _per_layer(active: int | list[int] | None, dims: int | list[int]) -> str:

@@ -1,6 +1,7 @@
 """What every verb's parser shares: the help formatter, :class:`_Parser` (one-line errors), the
-flags generated from :class:`~pyrovae.runs.config.TrainConfig`, the data flags, and
-:func:`choices_help` (a flag that names a registry entry)."""
+flags generated from :class:`~pyrovae.runs.config.TrainConfig`, the data flags,
+:func:`choices_help` (a flag that names a registry entry) and :func:`check_ranges` (every
+integer flag within its declared range)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ import typing
 from collections.abc import Mapping
 from typing import Any, NoReturn
 
+from pyrovae.core.ranges import IntRange
 from pyrovae.core.registry import describe
 from pyrovae.runs import TrainConfig
+from pyrovae.runs.config import flag as _flag
 from pyrovae.runs.load import OTHER_DATA_FLAG
 
 EXIT_USAGE = 2
@@ -47,10 +50,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
-
-
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
 
 
 def choices_help(
@@ -93,6 +92,7 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
         if "type" in kwargs:
             name = "NAME" if registry is not None else f.name.upper()
             kwargs["metavar"] = METAVARS.get(kwargs["type"], name)
+            kwargs["type"] = f.metadata["range"] or kwargs["type"]  # read, checked after parsing
         if registry is not None:
             kwargs["help"] = choices_help(f.metadata["help"], registry, f.default)
         else:
@@ -126,3 +126,15 @@ def _loading(args: argparse.Namespace) -> dict[str, Any]:
         "download": not args.no_download,
         "allow_other_data": args.allow_other_data,
     }
+
+
+def check_ranges(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse, in one line, a value outside the :class:`~pyrovae.core.ranges.IntRange` its flag
+    was declared with (its ``type``), in ``parser`` and the subcommand chosen: right after
+    parsing, before any file is read or anything is built."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            check_ranges(action.choices[getattr(args, action.dest)], args)
+        elif isinstance(action.type, IntRange):
+            name = (action.option_strings or [action.dest])[0]
+            action.type.check(name, getattr(args, action.dest, None))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from pyrovae.core.ranges import COUNT, SEED, SIZE
 from pyrovae.runs import sample_run
 
 
@@ -13,10 +14,10 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "sample", help="generate images from a run's prior (as a PNG grid)"
     )
     sample.add_argument("run_dir", metavar="RUN_DIR")
-    sample.add_argument("--label", type=int, help="the class to generate (conditional VAE)")
-    sample.add_argument("--num", type=int, default=64, help="how many images (default: 64)")
+    sample.add_argument("--label", type=COUNT, help="the class to generate (conditional VAE)")
+    sample.add_argument("--num", type=SIZE, default=64, help="how many images (default: 64)")
     sample.add_argument("--out", help="PNG file (default: samples[-label-Y].png in RUN_DIR)")
-    sample.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    sample.add_argument("--seed", type=SEED, default=0, help="random seed (default: 0)")
     sample.add_argument("--device", help="cpu, cuda or auto (default: the run's)")
     sample.add_argument("--force", action="store_true", help="replace an existing --out file")
 

@@ -15,6 +15,7 @@ from pyrovae.core.distributed import (
     reported_by_root,
 )
 from pyrovae.core.errors import PyroVAEError
+from pyrovae.core.ranges import SEED
 from pyrovae.inference.report import test_figure
 from pyrovae.inference.side_by_side import mean_and_std
 from pyrovae.runs import TrainConfig, resume_run, train_run
@@ -51,7 +52,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     train.add_argument(
         "--seeds",
-        type=int,
+        type=SEED,
         nargs="+",
         metavar="SEED",
         help="train one run per seed side by side in one process (their steps batched into one "

@@ -16,12 +16,6 @@ class TrainingDiverged(PyroVAEError):
     """The loss became NaN or infinite; the last good checkpoint is left as it was."""
 
 
-def check_at_least(flag: str, value: int, low: int) -> None:
-    """A :class:`PyroVAEError` naming ``flag`` unless ``value ≥ low``."""
-    if value < low:
-        raise PyroVAEError(f"{flag} must be at least {low}, got {value}")
-
-
 def first_line(error: BaseException) -> str:
     """An exception's message as one line: its first non-empty line, else its type's name."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]

@@ -1,12 +1,17 @@
-"""Importance-sampled log p(x) (Burda et al. 2015) and the number of active latent units."""
+"""Importance-sampled log p(x) (Burda et al. 2015), what it will cost, and the number of active
+latent units."""
 
 from __future__ import annotations
 
 import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import torch
 from pyro import poutine
 from pyro.poutine.util import site_is_subsample
+from torch.distributions import Distribution
 from tqdm import tqdm  # text bars: tqdm.auto warns in a notebook without ipywidgets
 
 from pyrovae.core.runtime import seeded
@@ -14,6 +19,14 @@ from pyrovae.inference.evaluate import batch_args, bits_per_dim
 from pyrovae.inference.particles import draw_particles, vectorized
 
 EVAL_SEED = 4321
+BATCH_SIZE, CHUNK_SIZE = 100, 500  # images per batch, particles per chunk: memory at a time
+
+
+def chunk_sizes(total: int, size: int) -> Iterator[int]:
+    """``total`` in chunks of at most ``size``, made one at a time: a list of them would hold
+    total / size numbers (2·10¹⁸ for K = 10²¹)."""
+    for start in range(0, total, size):
+        yield min(size, total - start)
 
 
 @torch.no_grad()
@@ -23,8 +36,8 @@ def log_marginal_likelihood(
     x: torch.Tensor,
     num_samples: int = 5000,
     y: torch.Tensor | None = None,
-    batch_size: int = 100,
-    chunk_size: int = 500,
+    batch_size: int = BATCH_SIZE,
+    chunk_size: int = CHUNK_SIZE,
     seed: int = EVAL_SEED,
     progress: bool = False,
 ) -> dict[str, float | torch.Tensor]:
@@ -47,14 +60,13 @@ def log_marginal_likelihood(
     log_px = x.new_empty(n, dtype=torch.float64)
     mc_var = x.new_empty(n, dtype=torch.float64)
     ess = x.new_empty(n, dtype=torch.float64)
-    chunks = [min(chunk_size, num_samples - s) for s in range(0, num_samples, chunk_size)]
     bar = tqdm(total=n * num_samples, disable=not progress, desc="log p(x)", unit_scale=True)
     with seeded(seed):
         for start in range(0, n, batch_size):
             args = batch_args(x, y, start, batch_size)
             xb = args[0]
             lse_w = lse_w2 = xb.new_full((xb.shape[0],), -math.inf, dtype=torch.float64)
-            for k in chunks:
+            for k in chunk_sizes(num_samples, chunk_size):
                 with poutine.block():
                     log_w = draw_particles(model, guide, args, {}, k).log_w.double()  # (k, B)
                 lse_w = torch.logaddexp(lse_w, torch.logsumexp(log_w, 0))
@@ -74,6 +86,64 @@ def log_marginal_likelihood(
         "num_samples": num_samples,
         "per_datapoint": log_px,
     }
+
+
+@dataclass(frozen=True)
+class Cost:
+    """What :func:`log_marginal_likelihood` will take: ``draws`` of z (images × K), about
+    ``seconds`` (one chunk timed, scaled to every draw) and ``chunk_bytes``, the tensors one
+    chunk of particles holds (the memory at a time, whatever K)."""
+
+    draws: int
+    seconds: float
+    chunk_bytes: int
+
+
+@torch.no_grad()
+def estimate_cost(
+    model,
+    guide,
+    x: torch.Tensor,
+    num_samples: int,
+    y: torch.Tensor | None = None,
+    batch_size: int = BATCH_SIZE,
+    chunk_size: int = CHUNK_SIZE,
+    seed: int = EVAL_SEED,
+) -> Cost:
+    """Time the first chunk :func:`log_marginal_likelihood` would draw (same sizes, same seed;
+    every random stream is restored afterwards, so its figures do not change) and measure what
+    its traces hold."""
+    k, b = min(chunk_size, num_samples), min(batch_size, x.shape[0])
+    with seeded(seed):
+        start = time.perf_counter()
+        with poutine.block():
+            particles = draw_particles(model, guide, batch_args(x, y, 0, b), {}, k)
+        particles.log_w.sum().item()  # waits for a device that runs asynchronously
+        seconds = time.perf_counter() - start
+    draws = x.shape[0] * num_samples
+    held = _held_bytes(particles.model_trace, particles.guide_trace)
+    return Cost(draws, seconds * draws / (k * b), held)
+
+
+def _held_bytes(*traces) -> int:
+    """Bytes of the distinct storages that the sample sites of ``traces`` hold: values,
+    densities and their distributions' tensors (the decoder's output among them)."""
+    storages: dict[int, int] = {}
+
+    def visit(obj) -> None:
+        if isinstance(obj, torch.Tensor):
+            storage = obj.untyped_storage()
+            storages[storage.data_ptr()] = storage.nbytes()
+        elif isinstance(obj, Distribution):
+            for value in vars(obj).values():
+                visit(value)
+
+    for trace in traces:
+        for site in trace.nodes.values():
+            if site["type"] == "sample":
+                for key in ("value", "fn", "log_prob", "unscaled_log_prob"):
+                    visit(site.get(key))
+    return sum(storages.values())
 
 
 MEAN_SAMPLES = 256

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pyrovae.core.errors import PyroVAEError
+from pyrovae.core.ranges import COUNT, SEED, SIZE, IntRange
 from pyrovae.core.registry import lookup
 from pyrovae.core.runtime import parse_device
 from pyrovae.data.base import PIXEL_MODES
@@ -27,10 +28,22 @@ from pyrovae.models.prior import PRIORS
 from pyrovae.nets import ACTIVATIONS, NETS
 
 
-def _opt(default: Any, help: str, choices: Mapping[str, Any] | None = None) -> Any:
+def _opt(
+    default: Any,
+    help: str,
+    choices: Mapping[str, Any] | None = None,
+    bounds: IntRange | None = None,
+) -> Any:
     """A field with its ``--help`` text; ``choices``: the registry its value names (``--help``
-    lists each entry with its one-line description)."""
-    return field(default=default, metadata={"help": help, "choices": choices})
+    lists each entry with its one-line description); ``bounds``: an integer's allowed values
+    (each of several), checked by the parser, :meth:`TrainConfig.check_settings` and the
+    constructor."""
+    return field(default=default, metadata={"help": help, "choices": choices, "range": bounds})
+
+
+def flag(name: str) -> str:
+    """A field's command-line flag: ``--latent-dim`` for ``latent_dim``."""
+    return "--" + name.replace("_", "-")
 
 
 # Settings renamed since a run could record them: old name → new name (same meaning).
@@ -46,10 +59,12 @@ class TrainConfig:
         DATASETS,
     )
     pixels: str = _opt("dynamic", "pixel mode", PIXEL_MODES)
-    train_subset: int | None = _opt(None, "train on the first N training images only")
-    channels: int | None = _opt(None, "convert the images to 1 (grey) or 3 (RGB) channels")
+    train_subset: int | None = _opt(None, "train on the first N training images only", bounds=SIZE)
+    channels: int | None = _opt(
+        None, "convert the images to 1 (grey) or 3 (RGB) channels", bounds=IntRange(1, 3, "RGB")
+    )
     image_size: tuple[int, ...] | None = _opt(
-        None, "resize the images to H [W]: scaled to cover, then centre-cropped"
+        None, "resize the images to H [W]: scaled to cover, then centre-cropped", bounds=SIZE
     )
     allow_large_images: bool = _opt(
         False, "decode image files of more than 8192×8192 pixels (refused by default)"
@@ -60,27 +75,35 @@ class TrainConfig:
     stream: bool = _opt(
         False, "stream training batches through a DataLoader even when the data fits"
     )
-    workers: int = _opt(2, "DataLoader worker processes when streaming (0: none)")
+    workers: int = _opt(2, "DataLoader worker processes when streaming (0: none)", bounds=COUNT)
     estimator: str = _opt("elbo", "ELBO estimator", ESTIMATORS)
-    num_particles: int = _opt(1, "K, samples of z per datapoint (vectorized)")
+    num_particles: int = _opt(1, "K, samples of z per datapoint (vectorized)", bounds=SIZE)
     likelihood: str = _opt("bernoulli", "likelihood p(x|z)", LIKELIHOODS)
     guide: str = _opt("normal", "guide family q(z|x)", GUIDES)
     prior: str = _opt("normal", "prior p(z)", PRIORS)
     net: str = _opt("mlp", "encoder/decoder networks (conv: images of at least 4×4)", NETS)
     beta: float = _opt(1.0, "β: weight of the KL / latent site (β-VAE); 0 drops it")
-    kl_warmup: int = _opt(0, "anneal β linearly from 0 over this many steps (0: constant β)")
+    kl_warmup: int = _opt(
+        0, "anneal β linearly from 0 over this many steps (0: constant β)", bounds=COUNT
+    )
     conditional: bool = _opt(False, "conditional VAE: p(x|z,y), q(z|x,y) with the label y")
     autoencoder: bool = _opt(False, "deterministic autoencoder baseline: z = encoder mean, no KL")
     latent_dim: int | tuple[int, ...] = _opt(
-        50, "latent size d; several values, bottom first, stack stochastic layers (100 50)"
+        50,
+        "latent size d; several values, bottom first, stack stochastic layers (100 50)",
+        bounds=SIZE,
     )
-    hidden: tuple[int, ...] = _opt((400, 400), "hidden layer sizes of encoder and decoder")
+    hidden: tuple[int, ...] = _opt(
+        (400, 400), "hidden layer sizes of encoder and decoder", bounds=SIZE
+    )
     upper_hidden: tuple[int, ...] = _opt(
-        (), "hidden sizes of the networks between stochastic layers; () for the --hidden sizes"
+        (),
+        "hidden sizes of the networks between stochastic layers; () for the --hidden sizes",
+        bounds=SIZE,
     )
     activation: str = _opt("relu", "activation between layers", ACTIVATIONS)
-    epochs: int = _opt(10, "number of epochs (with --resume: the total to reach)")
-    batch_size: int = _opt(128, "mini-batch size")
+    epochs: int = _opt(10, "number of epochs (with --resume: the total to reach)", bounds=SIZE)
+    batch_size: int = _opt(128, "mini-batch size", bounds=SIZE)
     lr: float = _opt(1e-3, "Adam learning rate (the schedule's starting value)")
     lr_schedule: str = _opt("constant", "learning-rate schedule lr·f", LR_SCHEDULES)
     adam_betas: tuple[float, ...] = _opt((0.9, 0.999), "Adam's β₁ β₂")
@@ -90,7 +113,7 @@ class TrainConfig:
         "stop when a step's loss per datapoint exceeds the median of the last 100 steps' by "
         "this factor × (|median| + 1) nats: a run that has blown up without NaN; 0 turns it off",
     )
-    seed: int = _opt(0, "random seed")
+    seed: int = _opt(0, "random seed", bounds=SEED)
     device: str = _opt(
         "auto", "cpu, cuda, cuda:N (the N-th GPU) or auto (cuda when a GPU is visible)"
     )
@@ -107,18 +130,16 @@ class TrainConfig:
         object.__setattr__(self, "dataset", resolve_dataset(self.dataset))
         if self.image_size is not None:
             object.__setattr__(self, "image_size", tuple(self.image_size))
+        object.__setattr__(self, "upper_hidden", tuple(self.upper_hidden))
+        for f in dataclasses.fields(self):  # every integer's range, as the CLI checks it
+            if f.metadata["range"] is not None:
+                f.metadata["range"].check(flag(f.name), getattr(self, f.name))
         ImageOptions.of(self.channels, self.image_size, self.allow_large_images)
         if self.test_fraction is not None and not 0 < self.test_fraction < 1:
             raise PyroVAEError(f"--test-fraction must be in (0, 1), got {self.test_fraction}")
-        if self.workers < 0:
-            raise PyroVAEError(f"--workers must be 0 or more, got {self.workers}")
-        object.__setattr__(self, "upper_hidden", tuple(self.upper_hidden))
         dims = (self.latent_dim,) if isinstance(self.latent_dim, int) else tuple(self.latent_dim)
         if not dims:
             raise PyroVAEError("--latent-dim needs one size per stochastic layer, got none")
-        if min(dims) < 1:
-            shown = dims[0] if len(dims) == 1 else " ".join(map(str, dims))
-            raise PyroVAEError(f"--latent-dim must be at least 1, got {shown}")
         object.__setattr__(self, "latent_dim", dims[0] if len(dims) == 1 else dims)
         lookup(PIXEL_MODES, self.pixels, "pixel mode")
         lookup(ESTIMATORS, self.estimator, "estimator")
@@ -152,16 +173,8 @@ class TrainConfig:
         make_estimator(self.estimator, self.num_particles)  # e.g. a baseline that needs K ≥ 2
         lookup(ACTIVATIONS, self.activation, "activation")
         get_likelihood(self.likelihood, self.pixels)
-        for name in ("num_particles", "epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                flag = "--" + name.replace("_", "-")
-                raise PyroVAEError(f"{flag} must be at least 1, got {getattr(self, name)}")
-        if self.train_subset is not None and self.train_subset < 1:
-            raise PyroVAEError(f"--train-subset must be at least 1, got {self.train_subset}")
-        if not self.hidden or min(self.hidden) < 1:
-            raise PyroVAEError(f"--hidden needs one or more positive sizes, got {self.hidden}")
-        if self.upper_hidden and min(self.upper_hidden) < 1:
-            raise PyroVAEError(f"--upper-hidden needs positive sizes, got {self.upper_hidden}")
+        if not self.hidden:
+            raise PyroVAEError("--hidden needs one or more sizes, got none")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise PyroVAEError(f"--lr must be a positive number, got {self.lr}")
         lookup(LR_SCHEDULES, self.lr_schedule, "learning-rate schedule")
@@ -175,8 +188,6 @@ class TrainConfig:
             )
         if not (math.isfinite(self.beta) and self.beta >= 0):
             raise PyroVAEError(f"--beta must be a number ≥ 0, got {self.beta}")
-        if self.kl_warmup < 0:
-            raise PyroVAEError(f"--kl-warmup must be ≥ 0 steps, got {self.kl_warmup}")
         parse_device(self.device)
 
     @property
@@ -213,9 +224,12 @@ class TrainConfig:
             close = difflib.get_close_matches(unknown[0], names, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise PyroVAEError(f"config has unknown keys: {', '.join(unknown)}{hint}")
+        bounds = {f.name: f.metadata["range"] for f in dataclasses.fields(cls)}
         for name, value in d.items():
             if not _has_type(value, hints[name]):
                 raise PyroVAEError(f"{name!r} must be {_describe(hints[name])}, got {value!r}")
+            if bounds[name] is not None:
+                bounds[name].check(repr(name), value)
         return dict(d)
 
     @classmethod

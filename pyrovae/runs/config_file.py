@@ -29,18 +29,28 @@ def _parse_json(text: str) -> Any:
 
 
 PARSERS = {".toml": _parse_toml}  # by suffix; anything else is read as JSON
+# The most bytes read: a settings file is under 1 kB, a run's config.json a few kB; a bound keeps
+# --config /dev/zero (or a dataset given by mistake) from filling memory.
+MAX_BYTES = 1 << 20
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
-    """The settings in ``path``, checked: a missing or unparsable file, unknown keys and values
-    of the wrong type are one-line errors naming the file (see
-    :meth:`TrainConfig.check_settings`)."""
+    """The settings in ``path``, checked: a missing, unparsable or too large (over
+    :data:`MAX_BYTES`) file, unknown keys and values of the wrong type or range are one-line
+    errors naming the file (see :meth:`TrainConfig.check_settings`)."""
     path = Path(path)
     if path.is_dir():
         raise PyroVAEError(f"--config {path} is a folder; give a file (a run's {path}/config.json)")
     parse = PARSERS.get(path.suffix.lower(), _parse_json)
     try:
-        data = parse(path.read_text())
+        with path.open("rb") as f:
+            raw = f.read(MAX_BYTES + 1)
+        if len(raw) > MAX_BYTES:
+            raise PyroVAEError(
+                f"--config {path} is larger than {MAX_BYTES // 1024} KiB, the most read from a "
+                "settings file; give a JSON or TOML file of settings"
+            )
+        data = parse(raw.decode())
     except FileNotFoundError:
         raise PyroVAEError(f"--config {path}: no such file") from None
     except OSError as e:

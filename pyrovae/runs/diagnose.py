@@ -8,9 +8,10 @@ from typing import Any
 
 from tqdm import tqdm
 
-from pyrovae.core.errors import PyroVAEError, check_at_least
+from pyrovae.core.errors import PyroVAEError
 from pyrovae.core.files import check_writable
 from pyrovae.core.labels import labels_for
+from pyrovae.core.ranges import SIZE, IntRange
 from pyrovae.core.runtime import seeded
 from pyrovae.inference.diagnostics import gradient_statistics
 from pyrovae.inference.estimators import make_estimator
@@ -18,6 +19,7 @@ from pyrovae.runs.folder import run_lock, write_diagnostics
 from pyrovae.runs.load import first_test_images, load_run
 
 DIAGNOSTIC_FIGURES = ("snr", "variance_mean", "mean_norm")
+SAMPLES = IntRange(2)  # gradients per row: a variance needs two
 
 
 def diagnose_run(
@@ -44,8 +46,9 @@ def diagnose_run(
     """
     if not estimators or not num_particles:
         raise PyroVAEError("diagnose needs at least one estimator and one --num-particles")
-    check_at_least("--samples", samples, 2)
-    check_at_least("--batch-size", batch_size, 1)
+    SAMPLES.check("--samples", samples)
+    SIZE.check("--batch-size", batch_size)
+    SIZE.check("--num-particles", num_particles)
     # every (name, K) is checked before the (slower) checkpoint and data are loaded
     grid = [(name, k, make_estimator(name, k)) for name in estimators for k in num_particles]
     path = Path(run_dir)

@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pyrovae.core.errors import PyroVAEError, check_at_least
+from pyrovae.core.errors import PyroVAEError
 from pyrovae.core.files import check_writable
 from pyrovae.core.labels import labels_for
+from pyrovae.core.memory import format_bytes
+from pyrovae.core.ranges import SIZE, IntRange
 from pyrovae.guides.families import GUIDES
 from pyrovae.inference.evaluate import bits_per_dim, evaluate_elbo
-from pyrovae.inference.marginal import active_units_by_site, log_marginal_likelihood
+from pyrovae.inference.marginal import (
+    Cost,
+    active_units_by_site,
+    estimate_cost,
+    log_marginal_likelihood,
+)
 from pyrovae.runs.folder import run_lock, write_evaluation
 from pyrovae.runs.load import first_test_images, load_run
 
@@ -22,6 +30,11 @@ def _finite_or_none(value: float) -> float | None:
 
 
 LOG_PX_SAMPLES = 100  # the paper protocol is 5000: ~10+ min for 10k images on a 2-core CPU
+NUM_SAMPLES = IntRange(0, None)  # K: 0 skips log p(x); no upper end, MAX_DRAWS bounds the work
+# The most draws of z (test images × K) taken on unasked: 20× the paper protocol's 10⁴ × 5000,
+# some hours on a 2-core CPU. More needs --max-draws: a mistyped K is told before it runs for years.
+MAX_DRAWS = 10**9
+MAX_DRAWS_RANGE = IntRange(1, None)
 
 
 def evaluate_run(
@@ -33,6 +46,9 @@ def evaluate_run(
     test_subset: int | None = None,
     progress: bool = True,
     allow_other_data: bool = False,
+    max_draws: int = MAX_DRAWS,
+    report: Callable[[dict[str, Any]], None] | None = None,
+    note: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Test figures of a run's checkpoint, also added to the run's ``evaluation.json`` (which
     keeps one entry per epoch, K and number of test images).
@@ -48,26 +64,36 @@ def evaluate_run(
     no log p(x) is estimated (importance sampling needs q's density).
     ``test_subset=N`` uses the first N test images only (from one image: no stderr, no active
     units, recorded as null).
+
+    Before log p(x) its cost is estimated (:func:`~pyrovae.inference.marginal.estimate_cost`)
+    and told to ``note``; more than ``max_draws`` draws of z (test images × K) are refused in
+    one line that quotes the estimate. ``report`` gets the figures before they are written, so
+    that a write that fails (a full disk) loses nothing it has shown.
     """
-    if num_samples < 0:
-        raise PyroVAEError(f"--num-samples must be 0 (no log p(x)) or more, got {num_samples}")
-    if test_subset is not None:
-        check_at_least("--test-subset", test_subset, 1)
+    NUM_SAMPLES.check("--num-samples", num_samples)
+    SIZE.check("--test-subset", test_subset)
+    MAX_DRAWS_RANGE.check("--max-draws", max_draws)
     path = Path(run_dir)
     with run_lock(path):  # checked writable before any work: the results are not lost
         check_writable(path)
-        figures = _evaluate(
-            path, device, data_dir, download, num_samples, test_subset, progress, allow_other_data
-        )
+        run = load_run(path, device, data_dir, download, allow_other_data)
+        x = first_test_images(run.data, test_subset, "--test-subset")
+        y = labels_for(run.model, run.data.test_y[: x.shape[0]])
+        log_px = num_samples > 0 and GUIDES[run.config.guide].has_density
+        if log_px:  # told, or refused, before the long part
+            cost = estimate_cost(run.model, run.guide, x, num_samples, y)
+            told = _cost_in_words(cost, num_samples, x.shape[0], max_draws)
+            if note is not None:
+                note(told)
+        figures = _figures(run, x, y, num_samples, log_px, progress)
+        if report is not None:
+            report(figures)
         write_evaluation(path, figures)
     return figures
 
 
-def _evaluate(path, device, data_dir, download, num_samples, test_subset, progress, allow_other):
-    run = load_run(path, device, data_dir, download, allow_other)
-    config, data, model, guide = run.config, run.data, run.model, run.guide
-    x = first_test_images(data, test_subset, "--test-subset")
-    y = labels_for(model, data.test_y[: x.shape[0]])
+def _figures(run, x, y, num_samples: int, log_px: bool, progress: bool) -> dict[str, Any]:
+    config, model, guide = run.config, run.model, run.guide
     test = evaluate_elbo(model, guide, x, y)
     figures: dict[str, Any] = {
         "epoch": run.epoch,
@@ -76,12 +102,11 @@ def _evaluate(path, device, data_dir, download, num_samples, test_subset, progre
         "test_elbo": test["elbo"],
         "test_recon": test["recon"],
         "test_kl": test["kl"],
-        "test_elbo_bpd": bits_per_dim(test["elbo"], data.num_pixels),
+        "test_elbo_bpd": bits_per_dim(test["elbo"], run.data.num_pixels),
     }
-    point_mass = not GUIDES[config.guide].has_density
-    if point_mass:  # Pyro's log q = 0 for a point mass: "KL" holds −log p(z) at the code
+    if not GUIDES[config.guide].has_density:  # Pyro's log q = 0: "KL" is −log p(z) at the code
         figures["point_mass"] = True
-    if num_samples > 0 and not point_mass:
+    if log_px:
         lml = log_marginal_likelihood(model, guide, x, num_samples, y, progress=progress)
         figures.update(
             log_px=lml["log_px"],
@@ -97,3 +122,34 @@ def _evaluate(path, device, data_dir, download, num_samples, test_subset, progre
     figures["active_units"] = active
     figures["latent_dim"] = config.to_dict()["latent_dim"]
     return figures
+
+
+def _cost_in_words(cost: Cost, num_samples: int, num_test: int, max_draws: int) -> str:
+    """The estimate in words, or a one-line refusal quoting it beyond ``max_draws``."""
+    what = (
+        f"log p(x) with K={num_samples} on {num_test} test images is {_count(cost.draws)} draws "
+        f"of z: about {_duration(cost.seconds)} here (one chunk timed), "
+        f"{format_bytes(cost.chunk_bytes)} of particles at a time"
+    )
+    if cost.draws > max_draws:
+        raise PyroVAEError(
+            f"{what}; that is more than --max-draws {_count(max_draws)} allows: ask for a smaller "
+            f"--num-samples or --test-subset, or pass --max-draws {cost.draws} to run it"
+        )
+    return what
+
+
+# (unit, seconds in it): a duration is shown in the largest unit it holds twice
+DURATIONS = (("s", 1), ("min", 60), ("h", 3600), ("days", 86400), ("years", 365.25 * 86400))
+
+
+def _duration(seconds: float) -> str:
+    """``seconds`` in the largest unit that keeps a number of at least 2: ``40 s``, ``3.5 h``,
+    ``1.2e+13 years``."""
+    unit, size = next(((u, s) for u, s in reversed(DURATIONS) if seconds >= 2 * s), DURATIONS[0])
+    return f"{seconds / size:.2g} {unit}"
+
+
+def _count(n: int) -> str:
+    """``1,000,000,000``; past 10¹² ``1e+25`` (the digits would say no more)."""
+    return f"{n:,}" if n < 10**12 else f"{n:.3g}"

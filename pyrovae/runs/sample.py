@@ -9,6 +9,7 @@ import torch
 from pyrovae.core.errors import PyroVAEError
 from pyrovae.core.files import check_writable
 from pyrovae.core.memory import available_bytes, format_bytes
+from pyrovae.core.ranges import SEED, SIZE
 from pyrovae.core.runtime import resolve_device, seeded
 from pyrovae.plots.common import save_figure
 from pyrovae.plots.grids import as_images, image_grid
@@ -44,8 +45,8 @@ def sample_run(
     An existing file is replaced only with ``force``."""
     path = Path(run_dir)
     config = read_config(path)
-    if num < 1:
-        raise PyroVAEError(f"--num must be at least 1, got {num}")
+    SIZE.check("--num", num)
+    SEED.check("--seed", seed)
     meta = read_run_meta(path)
     num_classes = int(meta.get("num_classes", 0))
     if label is not None and not config.conditional:
