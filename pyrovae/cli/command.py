@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from types import ModuleType
 
 import torch
@@ -13,7 +15,7 @@ import torch
 from pyrovae.cli import diagnose, evaluate, plot, sample, train
 from pyrovae.cli.parser import EXIT_USAGE, _Parser
 from pyrovae.core.distributed import launch_rank
-from pyrovae.core.errors import PyroVAEError, first_line
+from pyrovae.core.errors import Note, PyroVAEError, first_line
 from pyrovae.core.files import os_error
 
 # Each verb's module has add_parser(subparsers), its subcommand and flags, and run(args).
@@ -42,14 +44,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command != "train" and launch_rank() != 0:
         return 0  # one process does it: rank 0 (see the pyrovae.cli docstring)
     try:
+        with _notes_on_one_line():
+            return _run(args)
+    except KeyboardInterrupt:
+        print("pyrovae: interrupted; the last checkpoint is kept", file=sys.stderr)
+        return 130
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Run the verb; its errors as one line on stderr and exit status 2."""
+    try:
         VERBS[args.command].run(args)
     except PyroVAEError as e:
         if not getattr(e, "reported_by_root", False):  # every rank has it; rank 0 says it
             print(f"pyrovae: error: {e}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("pyrovae: interrupted; the last checkpoint is kept", file=sys.stderr)
-        return 130
     except OSError as e:  # a file problem no check foresaw: still one line, never a traceback
         print(f"pyrovae: error: {os_error('use', e.filename or '(a file)', e)}", file=sys.stderr)
         return EXIT_USAGE
@@ -63,6 +72,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return EXIT_USAGE
     return 0
+
+
+@contextmanager
+def _notes_on_one_line() -> Iterator[None]:
+    """:class:`~pyrovae.core.errors.Note` warnings as ``pyrovae: note: ...`` lines on stderr
+    for the block; other warnings as Python shows them."""
+    shown = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        if issubclass(category, Note):
+            print(f"pyrovae: note: {message}", file=sys.stderr)
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield
 
 
 def _out_of_memory(e: BaseException) -> bool:
