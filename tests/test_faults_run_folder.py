@@ -1,14 +1,22 @@
-"""Fault injection on run folders and resume: a checkpoint missing or a dangling link next to
-recorded epochs (refused, or ``--restart`` moving the records aside), a checkpoint whose SHA-256
-was deleted, stale temporary files of killed writes in ``figures/``, a ``.lock`` that is a
-folder, a ``figures`` path that is a file, and ``--resume`` with flags equal to, or different
-from, the recorded settings. Every refusal is one line and exit 2, and leaves the folder as it
-was.
+"""Fault injection on run folders, resume and signals: a checkpoint missing or a dangling link
+next to recorded epochs (refused, or ``--restart`` moving the records aside), a checkpoint
+whose SHA-256 was deleted, SIGTERM during training (one process and torchrun ranks), stale
+temporary files of killed writes in ``figures/``, a ``.lock`` that is a folder, a ``figures``
+path that is a file, and ``--resume`` with flags equal to, or different from, the recorded
+settings. Every refusal is one line and exit 2, and leaves the folder as it was.
+
+Signals are sent by the process to itself through the kernel (tests/signal_harness.py), at a
+chosen moment, as a scheduler would send them.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +24,8 @@ import torch
 from test_faults import _args, _err, _resume, _timeless
 
 from pyrovae.cli import main
+from pyrovae.cli import train as train_cli
+from pyrovae.core.signals import EXIT_TERMINATED
 from pyrovae.runs.folder import (
     CHECKPOINT,
     CHECKPOINT_FORMAT,
@@ -31,7 +41,10 @@ from pyrovae.runs.folder import (
 )
 from pyrovae.runs.records import RESTARTED
 
+HERE = Path(__file__).resolve().parent
+SIGNALS = HERE / "signal_harness.py"
 TRAINED = 2  # epochs of the template run
+STEPS = 6  # 300 images in batches of 50
 
 
 @pytest.fixture(scope="module")
@@ -180,6 +193,112 @@ def test_a_checkpoint_without_its_sha256_is_refused_unless_its_format_predates_c
     _rewrite_checkpoint(path, old)
     assert _resume(path, idx, "--epochs", "4") == 0
     assert capsys.readouterr().err == ""
+
+
+def _harness_signal(name, moment, n, argv, timeout=120):
+    """``pyrovae ARGV`` sent signal NAME at the N-th MOMENT (tests/signal_harness.py)."""
+    return subprocess.run(
+        [sys.executable, str(SIGNALS), name, moment, str(n), "--", *argv],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_sigterm_during_a_checkpoint_write_exits_143_with_one_line_and_no_temporary(
+    tmp_path, template
+):
+    """SIGTERM half-way through epoch 2's checkpoint. Before: exit by the signal (-15),
+    nothing on stderr, and the half-written .checkpoint.pt.*.tmp left behind."""
+    path = tmp_path / "run"
+    result = _harness_signal("TERM", "checkpoint", 2, _args(template[1], path))
+    assert result.returncode == EXIT_TERMINATED == 143, result.stderr
+    assert result.stderr == "pyrovae: terminated (SIGTERM); the last checkpoint is kept\n"
+    assert not list(path.glob(".*.tmp"))  # the interrupted write removed its temporary
+    assert load_checkpoint(path)["epoch"] == 1 and [r["epoch"] for r in read_metrics(path)] == [1]
+
+
+@pytest.mark.slow
+def test_sigterm_stops_every_torchrun_rank_with_one_line_from_rank_0(tmp_path, template):
+    """torchrun (as Slurm or Kubernetes) sends SIGTERM to every rank: here each rank sends it
+    to itself before global step 9 (epoch 2). All exit 143, rank 0 alone says so, and the
+    checkpoint of epoch 1 is the one kept."""
+    from distributed_harness import free_ports, launch
+
+    path = tmp_path / "run"
+    argv = [*_args(template[1], path), "--dist-timeout", "60"]
+    ranks = launch(
+        [str(SIGNALS), "TERM", "step", str(STEPS + 3), "--", *argv], 2, free_ports(1)[0], 120
+    )
+    assert [r.returncode for r in ranks] == [EXIT_TERMINATED] * 2, ranks[0].stderr[-2000:]
+    assert ranks[0].stderr == "pyrovae: terminated (SIGTERM); the last checkpoint is kept\n"
+    assert ranks[1].stderr == ""
+    state = load_checkpoint(path)
+    assert state["epoch"] == 1 and state["world_size"] == 2
+    assert not list(path.glob(".*.tmp"))
+
+
+def test_the_sigterm_handler_is_there_only_while_a_command_runs(monkeypatch, capsys):
+    """Nothing at import (pyrovae is imported here already), SIGTERM raised as an interrupt
+    while a command runs, the previous handler after it."""
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+    def run(args) -> None:
+        handler = signal.getsignal(signal.SIGTERM)
+        assert callable(handler), handler  # else the signal below would stop the tests
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(10)  # the handler raises at the next bytecode, long before this ends
+
+    monkeypatch.setattr(train_cli, "run", run)
+    assert main(["train"]) == EXIT_TERMINATED
+    assert capsys.readouterr().err == "pyrovae: terminated (SIGTERM); the last checkpoint is kept\n"
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+class _SignalsInDel:
+    """An object whose ``__del__`` receives SIGTERM, where Python ignores exceptions (as in
+    the hooks that run after a DataLoader forks its workers)."""
+
+    def __del__(self) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(100):  # the handler runs here, at a backward jump
+            pass
+
+
+def test_a_sigterm_that_lands_where_python_ignores_errors_still_stops_the_command(
+    monkeypatch, capsys
+):
+    """Before: ``Exception ignored in: ... Terminated`` on stderr, and the command (a training
+    run, in the case seen) went on as if no signal had come."""
+    finished = []
+
+    def run(args) -> None:
+        _SignalsInDel()  # dropped at once: __del__ runs here
+        time.sleep(1)  # the command goes on (training, in the case seen)
+        finished.append(True)
+
+    monkeypatch.setattr(train_cli, "run", run)
+    assert main(["train"]) == EXIT_TERMINATED and not finished
+    assert capsys.readouterr().err == "pyrovae: terminated (SIGTERM); the last checkpoint is kept\n"
+    assert signal.getsignal(signal.SIGALRM) is signal.SIG_DFL  # the retry's timer and handler
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)  # are gone with the command
+
+
+def test_an_error_the_sigterm_causes_while_unwinding_is_part_of_the_termination(
+    monkeypatch, capsys
+):
+    """A scheduler signals every process of the job: DataLoader workers die too, and torch
+    reports them killed while the command unwinds. Before: that RuntimeError's traceback."""
+
+    def run(args) -> None:
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+        finally:  # what torch's SIGCHLD handler raises as the iterator shuts down
+            raise RuntimeError("DataLoader worker (pid 1) is killed by signal: Terminated.")
+
+    monkeypatch.setattr(train_cli, "run", run)
+    assert main(["train"]) == EXIT_TERMINATED
+    assert capsys.readouterr().err == "pyrovae: terminated (SIGTERM); the last checkpoint is kept\n"
 
 
 def _stale(folder: Path) -> None:

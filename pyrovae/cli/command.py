@@ -17,6 +17,12 @@ from pyrovae.cli.parser import EXIT_USAGE, _Parser
 from pyrovae.core.distributed import launch_rank
 from pyrovae.core.errors import Note, PyroVAEError, first_line
 from pyrovae.core.files import os_error
+from pyrovae.core.signals import (
+    EXIT_INTERRUPTED,
+    EXIT_TERMINATED,
+    Terminated,
+    sigterm_as_interrupt,
+)
 
 # Each verb's module has add_parser(subparsers), its subcommand and flags, and run(args).
 # The parser lists them in this order.
@@ -39,16 +45,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``pyrovae ARGV``; the exit status: 0, 2 on bad input, 130 when interrupted."""
+    """Run ``pyrovae ARGV``; the exit status: 0, 2 on bad input, 130 when interrupted (Ctrl-C),
+    143 when terminated (SIGTERM, as a scheduler stops a job)."""
     args = build_parser().parse_args(argv)
     if args.command != "train" and launch_rank() != 0:
         return 0  # one process does it: rank 0 (see the pyrovae.cli docstring)
     try:
-        with _notes_on_one_line():
+        with sigterm_as_interrupt(), _notes_on_one_line():
             return _run(args)
-    except KeyboardInterrupt:
-        print("pyrovae: interrupted; the last checkpoint is kept", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:  # out here: also when it lands while an error is handled
+        terminated = isinstance(e, Terminated)
+        if launch_rank() == 0:  # under torchrun every rank gets the signal; rank 0 says it
+            what = "terminated (SIGTERM)" if terminated else "interrupted"
+            print(f"pyrovae: {what}; the last checkpoint is kept", file=sys.stderr)
+        return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
 
 
 def _run(args: argparse.Namespace) -> int:
