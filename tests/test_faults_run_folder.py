@@ -309,21 +309,22 @@ def _stale(folder: Path) -> None:
 
 
 def test_stale_figure_temporaries_are_removed_by_plot_and_by_resume(run, tmp_path):
-    """A plot (or a train drawing its figures) killed mid-write leaves .NAME.png.*.tmp in the
-    figures folder; plot removes them there and in --out, resume in RUN_DIR/figures."""
+    """kill -9 of a plot half-way through its second figure leaves .reconstructions.png.*.tmp
+    in figures/; before, nothing removed it. Now plot removes such files where it writes (also
+    in --out), and resume in RUN_DIR/figures as in RUN_DIR."""
     path, idx = run
     data = ["--data-dir", str(idx), "--no-download"]
-    _stale(path / FIGURES)
+    killed = _harness_signal("KILL", "figure", 2, ["plot", str(path), *data])
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert [p.name[:20] for p in (path / FIGURES).glob(".*.tmp")] == [".reconstructions.png"]
     assert main(["plot", str(path), *data]) == 0
     assert not list((path / FIGURES).glob(".*.tmp"))
     assert (path / FIGURES / "reconstructions.png").read_bytes().startswith(b"\x89PNG\r\n")
     out = tmp_path / "out"
     _stale(out / "one")
     _stale(out)
-    assert (
-        main(["plot", str(path), str(path), "--labels", "one", "two", "--out", str(out), *data])
-        == 0
-    )
+    several = ["plot", str(path), str(path), "--labels", "one", "two", "--out", str(out)]
+    assert main([*several, *data]) == 0
     assert not list(out.rglob(".*.tmp"))
     _stale(path / FIGURES)
     assert _resume(path, idx, "--epochs", str(TRAINED + 1)) == 0
