@@ -7,7 +7,8 @@ them from a JSON or TOML file first. ``train`` also draws the run's figures into
 ``RUN_DIR/figures/`` (``--no-figures`` skips them), and ``--tensorboard`` logs each epoch.
 ``pyrovae plot RUN_DIR`` redraws one run's figures; ``pyrovae plot RUN_DIR RUN_DIR … --out DIR``
 overlays several runs' training curves. Bad input prints one line ``pyrovae: error: …`` on
-stderr and exits with status 2.
+stderr and exits with status 2; Ctrl-C (status 130) and SIGTERM (143: how schedulers stop a job)
+stop a command with one line too, the last checkpoint kept.
 
 Under ``torchrun``, ``train`` joins the process group the launcher describes and trains
 data-parallel; rank 0 prints the results and the errors every rank shares. The other commands

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from types import ModuleType
 
 import torch
@@ -13,8 +15,14 @@ import torch
 from pyrovae.cli import diagnose, evaluate, plot, sample, train
 from pyrovae.cli.parser import EXIT_USAGE, _Parser, check_ranges
 from pyrovae.core.distributed import launch_rank
-from pyrovae.core.errors import PyroVAEError, first_line
+from pyrovae.core.errors import Note, PyroVAEError, first_line
 from pyrovae.core.files import os_error
+from pyrovae.core.signals import (
+    EXIT_INTERRUPTED,
+    EXIT_TERMINATED,
+    Terminated,
+    sigterm_as_interrupt,
+)
 
 # Each verb's module has add_parser(subparsers), its subcommand and flags, and run(args).
 # The parser lists them in this order.
@@ -37,11 +45,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``pyrovae ARGV``; the exit status: 0, 2 on bad input, 130 when interrupted."""
+    """Run ``pyrovae ARGV``; the exit status: 0, 2 on bad input, 130 when interrupted (Ctrl-C),
+    143 when terminated (SIGTERM, as a scheduler stops a job)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command != "train" and launch_rank() != 0:
         return 0  # one process does it: rank 0 (see the pyrovae.cli docstring)
+    try:
+        with sigterm_as_interrupt(), _notes_on_one_line():
+            return _run(parser, args)
+    except KeyboardInterrupt as e:  # out here: also when it lands while an error is handled
+        terminated = isinstance(e, Terminated)
+        if launch_rank() == 0:  # under torchrun every rank gets the signal; rank 0 says it
+            what = "terminated (SIGTERM)" if terminated else "interrupted"
+            print(f"pyrovae: {what}; the last checkpoint is kept", file=sys.stderr)
+        return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
+
+
+def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """Check the arguments' ranges and run the verb; its errors as one line on stderr and exit
+    status 2."""
     try:
         check_ranges(parser, args)
         VERBS[args.command].run(args)
@@ -49,9 +72,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not getattr(e, "reported_by_root", False):  # every rank has it; rank 0 says it
             print(f"pyrovae: error: {e}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("pyrovae: interrupted; the last checkpoint is kept", file=sys.stderr)
-        return 130
     except OSError as e:  # a file problem no check foresaw: still one line, never a traceback
         print(f"pyrovae: error: {os_error('use', e.filename or '(a file)', e)}", file=sys.stderr)
         return EXIT_USAGE
@@ -65,6 +85,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return EXIT_USAGE
     return 0
+
+
+@contextmanager
+def _notes_on_one_line() -> Iterator[None]:
+    """:class:`~pyrovae.core.errors.Note` warnings as ``pyrovae: note: ...`` lines on stderr
+    for the block; other warnings as Python shows them."""
+    shown = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        if issubclass(category, Note):
+            print(f"pyrovae: note: {message}", file=sys.stderr)
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield
 
 
 # torch's RuntimeErrors for memory it cannot give: the CPU allocator's, and a tensor whose size

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from pathlib import Path
+from typing import Any
 
-from pyrovae.cli.parser import _add_config_flags, _add_data_flags, _flag
+from pyrovae.cli.parser import _add_config_flags, _add_data_flags, _flag, _readable
 from pyrovae.core.distributed import (
     DEFAULT_TIMEOUT,
     agree,
@@ -23,6 +25,7 @@ from pyrovae.runs.config import PRESETS, preset_config
 from pyrovae.runs.config_file import read_config_file
 from pyrovae.runs.folder import FIGURES, read_config
 from pyrovae.runs.load import OTHER_DATA_FLAG
+from pyrovae.runs.records import RESTART_FLAG, RESTARTED
 from pyrovae.runs.seeds import is_group, resume_seeds, seed_runs, train_seeds
 from pyrovae.runs.tensorboard import TENSORBOARD
 
@@ -47,8 +50,18 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     train.add_argument(
         "--resume",
         metavar="RUN_DIR",
-        help="continue the run in RUN_DIR (or every seed of a --seeds group); the run keeps its "
-        "recorded settings: only --epochs and --device may be given",
+        help="continue the run in RUN_DIR (or every seed of a --seeds group) up to --epochs in "
+        "total. The run keeps the settings it recorded: --device may change; any other setting "
+        "flag is accepted only with the recorded value, a changed one is refused (naming the "
+        "recorded and the given value)",
+    )
+    train.add_argument(
+        RESTART_FLAG,
+        action="store_true",
+        help="with --resume: train the run again from epoch 0 with its recorded settings, after "
+        f"moving its records (checkpoint, metrics, evaluations, figures, …) into "
+        f"RUN_DIR/{RESTARTED}DATE-TIME/; nothing is deleted. Needed when the checkpoint is "
+        "missing but the folder records trained epochs",
     )
     train.add_argument(
         "--seeds",
@@ -100,23 +113,30 @@ def run(args: argparse.Namespace) -> None:
     }
     with process_group_from_env(args.dist_timeout) as rank:
         if args.resume is not None:
-            fixed = [_flag(n) for n in sorted(set(given) - RESUMABLE)]
+            if args.seeds is not None:
+                raise reported_by_root(PyroVAEError("--resume keeps the run's seeds; drop --seeds"))
+            settings = {n: v for n, v in given.items() if n not in RESUMABLE}
+            fixed = from_root(lambda: changed_settings(args.resume, settings))  # rank 0 reads
             fixed += [
                 _flag(n) for n in ("run_dir", "preset", "config") if getattr(args, n) is not None
             ]
             if fixed:
                 error = PyroVAEError(f"--resume keeps the run's settings; drop {', '.join(fixed)}")
                 raise reported_by_root(error)  # every rank has the same arguments
-            if args.seeds is not None:
-                raise reported_by_root(PyroVAEError("--resume keeps the run's seeds; drop --seeds"))
             epochs, device = given.get("epochs"), given.get("device")
             group = from_root(lambda: is_group(args.resume))  # rank 0 alone reads the folder
             resume = resume_seeds if group else resume_run
             path, history = resume(
-                args.resume, epochs, device, **common, allow_other_data=args.allow_other_data
+                args.resume,
+                epochs,
+                device,
+                **common,
+                allow_other_data=args.allow_other_data,
+                restart=args.restart,
             )
-        elif args.allow_other_data:
-            error = PyroVAEError(f"{OTHER_DATA_FLAG} is for --resume; a new run records its data")
+        elif args.allow_other_data or args.restart:
+            flag = OTHER_DATA_FLAG if args.allow_other_data else RESTART_FLAG
+            error = PyroVAEError(f"{flag} is for --resume RUN_DIR; a new run has no records yet")
             raise reported_by_root(error)
         else:
             preset = args.preset
@@ -142,6 +162,24 @@ def run(args: argparse.Namespace) -> None:
             last = history[-1]
             print(f"test {name} {last[key]:.2f} nats per image after epoch {last['epoch']}")
         print(f"run folder: {path}")
+
+
+def changed_settings(run_dir: str, settings: dict[str, Any]) -> list[str]:
+    """Each of ``settings`` (flags given with ``--resume``) whose value differs from the one
+    the run recorded (for a group, from any of its runs), as ``--lr (recorded 0.001, given
+    0.1)``; a flag equal to the recorded value changes nothing and is accepted."""
+    if not settings:
+        return []
+    folder = Path(run_dir)
+    recorded = [read_config(run) for run in (seed_runs(folder) if is_group(folder) else [folder])]
+    changed = []
+    for name, value in settings.items():
+        given = [config.replace(**{name: value}) for config in recorded]
+        if given != recorded:
+            was = ", ".join(dict.fromkeys(_readable(getattr(c, name)) for c in recorded))
+            now = _readable(getattr(given[0], name))
+            changed.append(f"{_flag(name)} (recorded {was}, given {now})")
+    return changed
 
 
 def _print_group(path, histories) -> None:

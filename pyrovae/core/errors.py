@@ -8,6 +8,11 @@ class PyroVAEError(Exception):
     """
 
 
+class Note(UserWarning):
+    """Something a user should know that stops nothing (an old file loaded unchecked); the CLI
+    prints it as one line, ``pyrovae: note: ...``."""
+
+
 class ShapeError(PyroVAEError):
     """The data's shape (C, H, W) is one a part (a network, a likelihood) cannot take."""
 

@@ -76,7 +76,10 @@ def check_writable(folder: Path) -> None:
 
 
 def remove_temp_files(folder: Path) -> list[Path]:
-    """Delete what an interrupted :func:`atomic_write` left in ``folder``; returns them."""
+    """Delete what an interrupted :func:`atomic_write` left in ``folder`` (nothing when it is
+    not a folder); returns them."""
+    if not folder.is_dir():
+        return []
     removed = sorted(folder.glob(f".*{TEMP_SUFFIX}"))
     for path in removed:
         path.unlink(missing_ok=True)

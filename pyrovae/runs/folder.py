@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,12 +26,13 @@ from typing import Any
 
 import torch
 
-from pyrovae.core.errors import PyroVAEError, first_line
+from pyrovae.core.errors import Note, PyroVAEError, first_line
 from pyrovae.core.files import atomic_write, os_error
 from pyrovae.runs.config import TrainConfig
 
 RUN_FORMAT = "pyrovae-run/1"
-CHECKPOINT_FORMAT = "pyrovae-checkpoint/1"
+CHECKPOINT_FORMAT = "pyrovae-checkpoint/2"  # always with its SHA-256
+UNCHECKED_FORMATS = ("pyrovae-checkpoint/1",)  # formats from before checksums (some have one)
 EVALUATIONS_FORMAT = "pyrovae-evaluations/1"
 DIAGNOSTICS_FORMAT = "pyrovae-diagnostics/1"
 CONFIG, METRICS, CHECKPOINT, EVALUATION, DIAGNOSTICS, LATENTS, FIGURES, LOCK = (
@@ -71,9 +73,13 @@ def run_name(config: TrainConfig) -> str:
 def default_run_dir(config: TrainConfig, root: str | Path = "runs") -> Path:
     """``root/<date>-<time>-<run_name>``, with ``-1``, ``-2``, … when that folder exists."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    base = Path(root) / f"{stamp}-{run_name(config)}"
+    return unused_path(Path(root) / f"{stamp}-{run_name(config)}")
+
+
+def unused_path(base: Path) -> Path:
+    """``base``, or ``base-1``, ``base-2``, … the first that does not exist."""
     path, i = base, 1
-    while path.exists():
+    while path.exists() or path.is_symlink():
         path, i = Path(f"{base}-{i}"), i + 1
     return path
 
@@ -83,10 +89,16 @@ def run_lock(path: Path) -> Iterator[None]:
     """Hold ``path``'s exclusive lock while writing to it: a second pyrovae process that wants
     to write there (train, resume, evaluate, diagnose, plot or sample into it) stops at once
     with one line. The lock is the kernel's (``flock``): a killed process releases it."""
+    lock = path / LOCK
     try:
-        fd = os.open(path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    except IsADirectoryError:
+        raise PyroVAEError(
+            f"{lock} is a folder, where pyrovae keeps the lock file of {path}; remove that "
+            "folder (pyrovae makes the file)"
+        ) from None
     except OSError as e:
-        raise os_error("write", path, e) from None
+        raise os_error("write", lock, e) from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -110,7 +122,10 @@ def check_new_run(path: Path) -> None:
     if path.exists() and not path.is_dir():
         raise PyroVAEError(f"{path} is a file; --run-dir needs a folder")
     if not is_fresh(path):
-        if (path / CONFIG).is_file() and not (path / CHECKPOINT).is_file():
+        checkpoint, metrics = path / CHECKPOINT, path / METRICS
+        recorded = metrics.is_file() and metrics.stat().st_size > 0  # (epochs: records.py)
+        never_trained = not (checkpoint.exists() or checkpoint.is_symlink() or recorded)
+        if (path / CONFIG).is_file() and never_trained:
             hint = f"it has no checkpoint yet: --resume {path} trains it from epoch 0"
         else:
             hint = f"use --resume {path} or another --run-dir"
@@ -213,15 +228,35 @@ def load_checkpoint(path: Path, map_location: torch.device | str = "cpu") -> dic
         raise PyroVAEError(
             f"cannot read {file}: damaged, or not a pyrovae checkpoint ({type(e).__name__})"
         ) from None
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+    fmt = state.get("format") if isinstance(state, dict) else None
+    if fmt != CHECKPOINT_FORMAT and fmt not in UNCHECKED_FORMATS:
         raise PyroVAEError(f"{file} is not a pyrovae checkpoint")
-    saved = state.pop("sha256", None)  # checkpoints before checksums have none
-    if saved is not None and content_digest(state) != saved:
+    saved = state.pop("sha256", None)
+    if saved is None:
+        _unchecked(file, fmt)
+    elif content_digest(state) != saved:
         raise PyroVAEError(
             f"{file} is corrupt: its content does not match the SHA-256 saved with it "
             "(damaged on disk?); restore it from a copy or train again"
         )
     return state
+
+
+def _unchecked(file: Path, fmt: str) -> None:
+    """A checkpoint without its SHA-256: refused when its format always has one (the entry was
+    removed, so its content cannot be trusted); loaded with a note when it predates checksums."""
+    if fmt not in UNCHECKED_FORMATS:
+        raise PyroVAEError(
+            f"{file} has no SHA-256 entry, which every {fmt} checkpoint carries: it was altered "
+            "after it was written and its content cannot be checked; restore it from a copy or "
+            "train again"
+        )
+    warnings.warn(
+        f"{file} is a {fmt} checkpoint, a format from before checksums: loaded without checking "
+        "its content (the next checkpoint written carries a SHA-256)",
+        Note,
+        stacklevel=3,
+    )
 
 
 def checkpoint_history(path: Path, state: dict[str, Any]) -> list[dict[str, Any]]:

@@ -8,7 +8,7 @@ from typing import Any
 
 from pyrovae import plots
 from pyrovae.core.errors import PyroVAEError
-from pyrovae.core.files import check_writable
+from pyrovae.core.files import check_writable, remove_temp_files
 from pyrovae.runs.figures import diagnostic_figures, standard_figures
 from pyrovae.runs.folder import (
     FIGURES,
@@ -45,7 +45,8 @@ def plot_runs(
     ``diagnose`` recorded at the checkpoint's epoch, into ``out`` (default: the run's
     ``figures/``). Several runs: their training curves overlaid in ``out/training_curves.png``
     (labelled by ``labels``, default the folder names) and each run's bound and diagnostic
-    figures in ``out/<label>/``; ``out`` is required. A group of seeds (``train --seeds``): its
+    figures in ``out/<label>/``; ``out`` is required. Temporary files that a killed plot (or
+    train) left in those folders are removed first. A group of seeds (``train --seeds``): its
     seeds' runs overlaid, and their mean ± sd per epoch in ``training_mean_sd.png`` (``out``
     defaults to the group's ``figures/``). ``note`` receives what was not drawn and
     why (default: a warning).
@@ -77,6 +78,7 @@ def plot_runs(
         target = Path(out) if out is not None else path / FIGURES
         check_writable(target)
         with writing_into(path, target):
+            remove_temp_files(target)  # what a killed plot or train left half-written
             run = load_run(path, device, data_dir, download, allow_other_data)
             written = standard_figures(
                 target, names[0], run.model, run.guide, run.data, run.history, read_latents(path)
@@ -85,9 +87,11 @@ def plot_runs(
     finished = {name: _finished_run(p) for name, p in zip(names, paths, strict=True)}
     target = Path(out)
     check_writable(target)
+    remove_temp_files(target)
     histories = {name: history for name, (_, history) in finished.items()}
     written = [plots.save_figure(plots.training_curves(histories), target / "training_curves.png")]
     for name, path in zip(names, paths, strict=True):
         with writing_into(path, target / name):
+            remove_temp_files(target / name)
             written += diagnostic_figures(path, target / name, finished[name][0], note)
     return written

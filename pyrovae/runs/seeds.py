@@ -175,9 +175,12 @@ def resume_seeds(
     figures: bool = True,
     allow_other_data: bool = False,
     tensorboard: bool = False,
+    restart: bool = False,
 ) -> tuple[Path, list[list[dict[str, Any]]]]:
     """Continue every replica of group ``group_dir`` up to ``epochs`` (default: its own), side
-    by side, each from its own checkpoint (see the module docstring)."""
+    by side, each from its own checkpoint (see the module docstring); with ``restart`` every
+    replica's records are set aside and the group trains again from epoch 0, as
+    :func:`~pyrovae.runs.train.resume_run` does for one run."""
     _check_one_process()
     if tensorboard:
         require_tensorboard()
@@ -194,7 +197,9 @@ def resume_seeds(
         locks.enter_context(run_lock(group))
         for run in runs:
             locks.enter_context(run_lock(run))
-        recovered = [_recover(run, c, dev) for run, c in zip(runs, configs, strict=True)]
+        recovered = [
+            _recover(run, c, dev, restart, figures) for run, c in zip(runs, configs, strict=True)
+        ]
         recorded = read_run_meta(runs[0]).get("data")
         data = _data(base, dev, data_dir, download, recorded, allow_other_data)
         done = [int(state["epoch"]) if state is not None else 0 for state, _ in recovered]

@@ -39,13 +39,11 @@ from pyrovae.inference.train import fit, make_optimizer
 from pyrovae.runs.config import TrainConfig
 from pyrovae.runs.figures import LatentSnapshots, standard_figures
 from pyrovae.runs.folder import (
-    CHECKPOINT,
     FIGURES,
     check_new_run,
     checkpoint_history,
     create_run,
     default_run_dir,
-    load_checkpoint,
     make_run_dir,
     read_config,
     read_run_meta,
@@ -54,6 +52,7 @@ from pyrovae.runs.folder import (
     write_metrics,
 )
 from pyrovae.runs.load import build_on, restore, run_data
+from pyrovae.runs.records import resume_state, set_aside
 from pyrovae.runs.tensorboard import open_log, require_tensorboard
 
 
@@ -279,17 +278,20 @@ def resume_run(
     figures: bool = True,
     allow_other_data: bool = False,
     tensorboard: bool = False,
+    restart: bool = False,
 ) -> tuple[Path, list[dict[str, Any]]]:
     """Continue a run from its checkpoint up to ``epochs`` in total (default: the run's own);
     ``figures`` as for :func:`train_run` (latent snapshots are appended to ``latents.pt``),
     ``tensorboard`` too (TensorBoard drops the events logged after the checkpoint).
 
-    Under the folder's lock: temporary files an interrupted write left are removed, and
-    ``metrics.jsonl`` is rewritten from the checkpoint's own copy of the metrics, so the two
-    agree whenever the previous process was killed (also when there is nothing left to train).
-    A folder killed before its first checkpoint (only its config) trains from epoch 0, as the
-    same seeded run. Data whose content hash differs from the run's is refused unless
-    ``allow_other_data``.
+    Under the folder's lock: temporary files an interrupted write left are removed (in
+    ``figures/`` too), and ``metrics.jsonl`` is rewritten from the checkpoint's own copy of the
+    metrics, so the two agree whenever the previous process was killed (also when there is
+    nothing left to train). A folder killed before its first checkpoint (only its config)
+    trains from epoch 0, as the same seeded run; one whose checkpoint is missing while it
+    records trained epochs is refused (:mod:`~pyrovae.runs.records`), unless ``restart``: then
+    its records are moved into ``restarted-<date>-<time>/`` and it trains from epoch 0. Data
+    whose content hash differs from the run's is refused unless ``allow_other_data``.
     """
     if tensorboard:
         require_tensorboard()
@@ -299,7 +301,7 @@ def resume_run(
     dev = agree(lambda: rank_device(config.device))
     check_batch_size(config.batch_size)
     with root_context(lambda: run_lock(path)):
-        state, history = from_root(lambda: _recover(path, config, dev))
+        state, history = from_root(lambda: _recover(path, config, dev, restart, figures))
         recorded = from_root(lambda: read_run_meta(path).get("data"))
         data = _data(config, dev, data_dir, download, recorded, allow_other_data)
         if state is None:
@@ -332,14 +334,21 @@ def resume_run(
         )
 
 
-def _recover(path: Path, config: TrainConfig, device) -> tuple[dict[str, Any] | None, list]:
-    """Rank 0's part of a resume, under the lock: clean up, read the checkpoint (on the CPU in
-    a process group: it is sent to the other ranks), repair the metrics, check the epochs and
-    the world size."""
+def _recover(
+    path: Path, config: TrainConfig, device, restart: bool = False, figures: bool = False
+) -> tuple[dict[str, Any] | None, list]:
+    """Rank 0's part of a resume, under the lock: clean up, set the records aside (``restart``),
+    check the figures folder (``figures``), read the checkpoint (on the CPU in a process group:
+    it is sent to the other ranks), repair the metrics, check the epochs and the world size."""
     remove_temp_files(path)
+    remove_temp_files(path / FIGURES)
     check_writable(path)
+    if restart:
+        set_aside(path)
+    if figures:
+        check_figures_folder(path)
     where = "cpu" if is_distributed() else device
-    state = load_checkpoint(path, where) if (path / CHECKPOINT).is_file() else None
+    state = resume_state(path, where)
     done = int(state["epoch"]) if state is not None else 0
     history = checkpoint_history(path, state) if state is not None else []
     write_metrics(path, history)  # the checkpoint's record, whatever a kill left behind
@@ -350,6 +359,18 @@ def _recover(path: Path, config: TrainConfig, device) -> tuple[dict[str, Any] | 
     if state is not None:
         _check_world_size(path, int(state.get("world_size", 1)))
     return state, history
+
+
+def check_figures_folder(path: Path) -> None:
+    """Before any epoch is trained: the run's figures go into ``figures/``, which must be a
+    folder that can be written (or not exist yet)."""
+    folder = path / FIGURES
+    if folder.exists() and not folder.is_dir():
+        raise PyroVAEError(
+            f"{folder} is a file, where train draws the run's figures into a folder; move it "
+            "away, or pass --no-figures"
+        )
+    check_writable(folder)
 
 
 def _check_world_size(path: Path, saved: int) -> None:
