@@ -122,6 +122,24 @@ def test_a_resume_without_its_checkpoint_refuses_and_names_what_is_recorded(
     assert _snapshot(path) == before  # nothing rewritten, the link still a link
 
 
+def test_a_resume_from_a_checkpoint_older_than_the_metrics_refuses(run, tmp_path, capsys):
+    """A checkpoint is written before its epoch's metrics line, so metrics past the checkpoint
+    mean an older checkpoint was put back; resuming would rewrite those records away."""
+    path, idx = run
+    assert main(_args(idx, tmp_path / "one", "--epochs", "1")) == 0  # the same run's epoch 1
+    shutil.copy(tmp_path / "one" / CHECKPOINT, path / CHECKPOINT)
+    before = _snapshot(path)
+    assert _resume(path, idx, "--epochs", "3") == 2
+    err = _err(capsys)
+    assert (
+        f"cannot resume {path}: metrics.jsonl records epochs up to {TRAINED}, but checkpoint.pt "
+        "holds epoch 1 (an older checkpoint?); restore the checkpoint of epoch 2, or pass "
+        f"--restart to move the run's records into {path}/{RESTARTED}"
+    ) in err
+    assert _snapshot(path) == before
+    assert _resume(path, idx, "--epochs", str(TRAINED), "--restart") == 0  # the way on
+
+
 def test_restart_moves_the_records_aside_and_trains_the_same_run_from_epoch_0(
     run, template, capsys
 ):

@@ -43,14 +43,13 @@ def _plural(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
-def _metrics_record(path: Path) -> str | None:
-    """What ``metrics.jsonl`` holds, read leniently (a damaged line still counts as a record)."""
+def _metrics_lines(path: Path) -> tuple[list[str], set[int]] | None:
+    """``metrics.jsonl``'s non-empty lines and the epochs they record, read leniently (a damaged
+    line is still a line); None when there is no such file."""
     try:
         lines = [line for line in (path / METRICS).read_text().splitlines() if line.strip()]
     except FileNotFoundError:
         return None
-    except (OSError, UnicodeDecodeError):
-        return f"{METRICS} cannot be read"
     epochs = set()
     for line in lines:
         try:
@@ -59,6 +58,18 @@ def _metrics_record(path: Path) -> str | None:
             continue
         if isinstance(record, dict) and isinstance(record.get("epoch"), int):
             epochs.add(record["epoch"])
+    return lines, epochs
+
+
+def _metrics_record(path: Path) -> str | None:
+    """What ``metrics.jsonl`` holds, e.g. ``metrics.jsonl records 4 epochs``."""
+    try:
+        read = _metrics_lines(path)
+    except (OSError, UnicodeDecodeError):
+        return f"{METRICS} cannot be read"
+    if read is None:
+        return None
+    lines, epochs = read
     if epochs:
         return f"{METRICS} records {_plural(len(epochs), 'epoch')}"
     return f"{METRICS} holds {_plural(len(lines), 'line')}" if lines else None
@@ -114,7 +125,9 @@ def resume_state(path: Path, map_location: Any) -> dict[str, Any] | None:
     not a file (a dangling link is never replaced silently)."""
     problem = checkpoint_problem(path)
     if problem is None:
-        return load_checkpoint(path, map_location)
+        state = load_checkpoint(path, map_location)
+        _check_metrics_not_ahead(path, int(state["epoch"]))
+        return state
     records = recorded_work(path)
     file = path / CHECKPOINT
     if not records and not (file.exists() or file.is_symlink()):
@@ -125,6 +138,24 @@ def resume_state(path: Path, map_location: Any) -> dict[str, Any] | None:
         f"{RESTART_FLAG} to move the run's records into {path / RESTARTED}<time>/ and train it "
         "again from epoch 0"
     )
+
+
+def _check_metrics_not_ahead(path: Path, done: int) -> None:
+    """A checkpoint is written before its epoch's metrics line, so ``metrics.jsonl`` never
+    records an epoch past the checkpoint's unless the checkpoint was replaced by an older one:
+    resuming would rewrite those records away. Refused in one line naming both."""
+    try:
+        read = _metrics_lines(path)
+    except (OSError, UnicodeDecodeError):
+        return  # read_metrics names an unreadable file where the run reads it
+    last = max(read[1], default=0) if read is not None else 0
+    if last > done:
+        raise PyroVAEError(
+            f"cannot resume {path}: {METRICS} records epochs up to {last}, but {CHECKPOINT} holds "
+            f"epoch {done} (an older checkpoint?); restore the checkpoint of epoch {last}, or "
+            f"pass {RESTART_FLAG} to move the run's records into {path / RESTARTED}<time>/ and "
+            "train it again from epoch 0"
+        )
 
 
 def set_aside(path: Path) -> Path | None:
