@@ -229,6 +229,22 @@ def free_ports(n: int) -> list[int]:
             s.close()
 
 
+def rank_env(rank: int, world: int, port: int) -> dict[str, str]:
+    """The environment torchrun gives rank ``rank`` of ``world`` processes on one machine, its
+    store at ``localhost:port``."""
+    return {
+        **os.environ,
+        "RANK": str(rank),
+        "LOCAL_RANK": str(rank),
+        "WORLD_SIZE": str(world),
+        "LOCAL_WORLD_SIZE": str(world),
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(port),
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
+
+
 def launch(
     argv: list[str], world: int, port: int, timeout: float, ranks: list[int] | None = None
 ) -> list[subprocess.CompletedProcess]:
@@ -239,17 +255,7 @@ def launch(
     with tempfile.TemporaryDirectory() as logs, contextlib.ExitStack() as files:
         procs = []
         for r in ranks if ranks is not None else range(world):
-            env = {
-                **os.environ,
-                "RANK": str(r),
-                "LOCAL_RANK": str(r),
-                "WORLD_SIZE": str(world),
-                "LOCAL_WORLD_SIZE": str(world),
-                "MASTER_ADDR": "127.0.0.1",
-                "MASTER_PORT": str(port),
-                "OMP_NUM_THREADS": "1",
-                "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-            }
+            env = rank_env(r, world, port)
             out = files.enter_context(open(Path(logs) / f"{r}.out", "w+"))
             err = files.enter_context(open(Path(logs) / f"{r}.err", "w+"))
             cmd = [sys.executable, *argv]

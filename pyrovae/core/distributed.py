@@ -10,7 +10,10 @@ touches the run folder) goes through :func:`on_root` / :func:`from_root`; work e
 but that may fail on one of them (reading its copy of the data) goes through :func:`agree`. In
 both the outcome is shared, so a failure on any rank stops every rank with the same one-line
 error instead of leaving the others waiting in a collective. Rank 0 reports such an error; the
-others raise it marked ``reported_by_root`` and the CLI keeps them quiet.
+others raise it marked ``reported_by_root`` and the CLI keeps them quiet. A rank that leaves
+the group with any other error, or a peer that dies or hangs, is sorted out through the
+group's store (:mod:`pyrovae.core.peers`): every rank still alive stops with one line naming
+the rank that failed.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import torch
 import torch.distributed as dist
 
 from pyrovae.core.errors import PyroVAEError, first_line
+from pyrovae.core.peers import post_mortem
 from pyrovae.core.runtime import parse_device, resolve_device
 
 T = TypeVar("T")
@@ -106,7 +110,9 @@ def process_group_from_env(timeout: float = DEFAULT_TIMEOUT) -> Iterator[int]:
     caller already joined, nothing is started or closed.
 
     ``timeout`` (seconds) bounds the rendezvous and every later collective: a process whose
-    peers never come stops with a one-line error instead of waiting for ever.
+    peers never come, or stop answering, stops with a one-line error instead of waiting for
+    ever. An error that leaves the block on this rank alone (not :func:`reported_by_root`'s),
+    a peer's death among them, goes through :func:`~pyrovae.core.peers.post_mortem`.
     """
     if not launched() or is_distributed():
         yield rank()
@@ -121,7 +127,7 @@ def process_group_from_env(timeout: float = DEFAULT_TIMEOUT) -> Iterator[int]:
     where = f"{os.environ.get('MASTER_ADDR', '?')}:{os.environ.get('MASTER_PORT', '?')}"
     try:
         with _native_stderr_held_back():
-            dist.init_process_group(backend(), timeout=timedelta(seconds=timeout))
+            store = _join(timedelta(seconds=timeout))
     except (RuntimeError, ValueError, TimeoutError) as e:  # torch's DistError is a RuntimeError
         cause = first_line(e).rstrip(".")
         raise PyroVAEError(
@@ -131,16 +137,36 @@ def process_group_from_env(timeout: float = DEFAULT_TIMEOUT) -> Iterator[int]:
         ) from None
     try:
         yield dist.get_rank()
+    except (Exception, KeyboardInterrupt) as e:
+        if hasattr(e, "reported_by_root"):  # raised alike on every rank
+            raise
+        with _native_stderr_held_back():  # the store client's logs of a peer gone, in C++
+            verdict = post_mortem(store, r, w, e, timeout)
+        if verdict is None:
+            raise
+        raise verdict from None
     finally:
-        dist.destroy_process_group()
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _join(timeout: timedelta) -> dist.Store:
+    """``init_process_group`` from the launcher's variables, as torch does it, but keeping the
+    group's store (for :func:`~pyrovae.core.peers.post_mortem`)."""
+    store, r, w = next(dist.rendezvous("env://", timeout=timeout))
+    store.set_timeout(timeout)
+    group_store = dist.PrefixStore("default_pg", store)
+    dist.init_process_group(backend(), store=group_store, rank=r, world_size=w, timeout=timeout)
+    return store
 
 
 @contextmanager
 def _native_stderr_held_back() -> Iterator[None]:
     """Discard what is written to the stderr file descriptor in the block. While a rank waits
     for its peers, torch's C++ store client logs every failed connection attempt there, each
-    with a native stack trace: chatter on the way to joining, and on failure our one line says
-    it all. The descriptor is restored on leaving."""
+    with a native stack trace (and so it does for a store gone with its host): chatter on the
+    way to joining or leaving, and on failure our one line says it all. The descriptor is
+    restored on leaving."""
     sys.stderr.flush()
     saved = os.dup(2)
     try:
@@ -219,6 +245,7 @@ def _root(fn: Callable[[], T], share: bool) -> T | None:
             value = fn()
         except Exception as e:
             dist.broadcast_object_list([("error", first_line(e))], src=0)
+            reported_by_root(e)  # rank 0 reports it; every rank has it
             raise
         box = [("ok", value if share else None)]
         dist.broadcast_object_list(box, src=0)
@@ -268,9 +295,8 @@ def agree(fn: Callable[[], T], local_root_first: bool = False) -> T:
         failures = gather_all(None if error is None else first_line(error))
         failed = [(r, message) for r, message in enumerate(failures) if message is not None]
         if error is not None:
-            if isinstance(error, PyroVAEError):
-                reported_by_root(error)  # on rank 0 its own error, or one naming this rank
-            raise error
+            # on rank 0 its own error, or one naming this rank; the others raise one naming it
+            raise reported_by_root(error)
         if failed:
             r, message = failed[0]
             raise reported_by_root(PyroVAEError(f"rank {r}: {message}"))

@@ -8,17 +8,23 @@ row order from one CPU generator seeded as the resident path's, which on the CPU
 draws (torch's Bernoulli draws one number per pixel, in order, so drawing chunk by chunk equals
 drawing the whole tensor). On a GPU the resident path draws its binarization there, so the
 binary pixels differ (with the same distribution); the permutation does not.
+
+A worker process that dies (the out-of-memory killer sends SIGKILL, without a word) stops the
+run with one line from the loader's ``next()`` (see :func:`_deaths_told_by_the_loader`).
 """
 
 from __future__ import annotations
 
+import signal
+import threading
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from pyrovae.core.errors import PyroVAEError
+from pyrovae.core.errors import PyroVAEError, first_line
 from pyrovae.data.base import (
     STATIC_TRAIN_SEED,
     DataOrigin,
@@ -40,6 +46,27 @@ class _Failure:
 
 def _as_is(batch):
     return batch
+
+
+WORKER_DIED = "DataLoader worker (pid"  # how torch's loader begins the error of a dead worker
+
+
+@contextmanager
+def _deaths_told_by_the_loader() -> Iterator[None]:
+    """SIGCHLD at its default for the block (in the main thread; restored after). torch's
+    handler for it raises a dead worker's error at whatever line the main thread is running,
+    such as inside a compile, which takes it for a compile failure and goes on eagerly.
+    Without it the loader finds the dead worker itself, within its 5 s status check, and
+    raises in ``next()``, where :meth:`StreamedImageData._read` names it."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGCHLD"):
+        yield  # no signal to set here (Windows has none: its loader always checks itself)
+        return
+    previous = signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    try:
+        yield
+    finally:
+        with suppress(ValueError):  # a generator closed in another thread
+            signal.signal(signal.SIGCHLD, previous)
 
 
 class _Reader(Dataset):
@@ -110,10 +137,21 @@ class StreamedImageData(TrainingData):
             # generator, which would shift every draw training makes after it
             generator=torch.Generator().manual_seed(0),
         )
-        for x in loader:
-            if isinstance(x, _Failure):
-                raise PyroVAEError(x.message)
-            yield x.to(device, non_blocking=True)
+        batches = iter(loader)  # starts the workers (and torch's SIGCHLD handler)
+        try:
+            with _deaths_told_by_the_loader():
+                for x in batches:
+                    if isinstance(x, _Failure):
+                        raise PyroVAEError(x.message)
+                    yield x.to(device, non_blocking=True)
+        except RuntimeError as e:
+            if not str(e).startswith(WORKER_DIED):
+                raise
+            raise PyroVAEError(
+                f"a DataLoader worker reading {self.source.where} died ({first_line(e)}), most "
+                "likely ended by the system's out-of-memory killer; the last checkpoint is kept: "
+                "free memory or use fewer --workers, then --resume the run"
+            ) from None
 
     def _binarized(self, seed: int, rows: int | None = None) -> np.ndarray:
         """x ~ Bernoulli(intensity) for the first ``rows`` images (default all), drawn in row

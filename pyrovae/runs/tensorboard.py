@@ -5,9 +5,11 @@ Scalars (step = epoch): every number of the epoch's ``metrics.jsonl`` record, un
 under a fixed seed (the same z every epoch, and training's random stream untouched). The events
 are a view: ``metrics.jsonl`` stays the record of a run.
 
-Each epoch is written and flushed before its checkpoint. A resumed run opens its writer with
-``purge_step`` = the checkpoint's epoch + 1, so TensorBoard drops whatever a killed process wrote
-after its last checkpoint and shows the resumed epochs in their place.
+Each epoch is written and flushed to disk before its checkpoint, in the training thread
+(:class:`~pyrovae.runs.events.EventFile`): a full disk stops the run with one line naming the
+event file, which keeps its whole epochs (a file with none is removed). A resumed run opens its
+file with ``purge_step`` = the checkpoint's epoch + 1, so TensorBoard drops whatever a killed
+process wrote after its last checkpoint and shows the resumed epochs in their place.
 
 Only one process writes: :func:`is_main_process` (rank 0 under ``torch.distributed``).
 """
@@ -28,6 +30,7 @@ from pyrovae.data.images import ImageData
 from pyrovae.plots.common import decode, evaluating
 from pyrovae.plots.grids import as_square, tile_images
 from pyrovae.runs.config import TrainConfig
+from pyrovae.runs.events import EventFile
 from pyrovae.runs.figures import FIGURE_SEED
 
 TENSORBOARD = "tensorboard"  # the events' folder in a run folder
@@ -60,7 +63,7 @@ def require_tensorboard() -> None:
 
 
 class TensorBoardLog:
-    """The writer of one run's events, from ``start_epoch`` on (see the module's doc)."""
+    """The events of one run, from ``start_epoch`` on (see the module's doc)."""
 
     def __init__(
         self,
@@ -72,26 +75,27 @@ class TensorBoardLog:
         start_epoch: int,
     ) -> None:
         require_tensorboard()
-        from torch.utils.tensorboard import SummaryWriter
+        from torch.utils.tensorboard import summary
 
+        self.summary = summary
         self.model, self.guide = model, guide
         n = min(IMAGES, data.test_x.shape[0])
         self.x = data.test_x[:n]
         self.y = labels_for(model, data.test_y[:n])
-        self.writer = SummaryWriter(str(path / TENSORBOARD), purge_step=start_epoch + 1)
+        self.events = EventFile(path / TENSORBOARD, purge_step=start_epoch + 1)
         if start_epoch == 0:
             text = json.dumps(config.to_dict(), indent=2)
-            self.writer.add_text("config", f"```\n{text}\n```", 0)
+            self.events.add(summary.text("config", f"```\n{text}\n```"), 0)
 
     def record(self, record: dict[str, Any]) -> None:
         """The scalars of one epoch's metrics record and its image grids, flushed."""
-        epoch = record["epoch"]
+        epoch, summary = record["epoch"], self.summary
         for key, value in record.items():
             if key != "epoch" and isinstance(value, (int, float)) and not isinstance(value, bool):
-                self.writer.add_scalar(TAGS.get(key, f"metrics/{key}"), value, epoch)
+                self.events.add(summary.scalar(TAGS.get(key, f"metrics/{key}"), value), epoch)
         for tag, images in self._images().items():
-            self.writer.add_image(tag, images, epoch, dataformats="HW")
-        self.writer.flush()
+            self.events.add(summary.image(tag, images, dataformats="HW"), epoch)
+        self.events.flush()
 
     def _images(self) -> dict[str, torch.Tensor]:
         """(H, W) montages in [0, 1]: originals above reconstructions, and 2 rows of samples."""
@@ -113,7 +117,7 @@ class TensorBoardLog:
         return {tag: g.float().clamp(0, 1).cpu() for tag, g in grids.items()}
 
     def close(self) -> None:
-        self.writer.close()
+        self.events.close()
 
 
 def open_log(
