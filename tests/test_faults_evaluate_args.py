@@ -35,7 +35,7 @@ from pyrovae.core.ranges import IntRange
 from pyrovae.inference import marginal
 from pyrovae.runs.config_file import MAX_BYTES, read_config_file
 from pyrovae.runs.evaluate import MAX_DRAWS
-from pyrovae.runs.folder import EVALUATION, read_evaluations
+from pyrovae.runs.folder import CONFIG, EVALUATION, read_evaluations
 from pyrovae.runs.seeds import seed_runs
 
 VALUES = (-1, 2**32, 10**23)  # below every range, past 32 bits, past 64 bits
@@ -245,6 +245,25 @@ def test_a_config_without_end_is_refused_in_one_line(tmp_path, capsys):
         err = _err(capsys)
         assert f"--config {path} is larger than {MAX_BYTES // 1024} KiB" in err
     assert not (tmp_path / "r").exists()
+
+
+def test_a_runs_config_json_without_end_is_named_as_damaged(trained, tmp_path, capsys):
+    """A run's own config.json is read up to the same bound: grown past it (valid JSON padded
+    with spaces, which was read in full) or replaced by a link to /dev/zero (which filled
+    memory), it is named as damaged, and every verb that reads the run stops in one line."""
+    idx, run = trained
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    config = copy / CONFIG
+    original = config.read_text()
+    config.write_text(original + " " * (MAX_BYTES + 1 - len(original)))
+    for _damage in ("padded", "endless"):  # the second pass: config.json → /dev/zero
+        for argv in (["evaluate", str(copy), *_data(idx)], ["plot", str(copy)]):
+            assert main(argv) == 2
+            err = _err(capsys)
+            assert f"{config} is damaged: it is larger than {MAX_BYTES // 1024} KiB" in err
+        config.unlink()
+        config.symlink_to("/dev/zero")
 
 
 # ---- item 6: a full disk when evaluation.json is written -------------------------------------

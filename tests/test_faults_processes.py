@@ -29,6 +29,7 @@ from distributed_harness import free_ports, rank_env
 from test_faults import _args, _err, _resume
 
 from pyrovae.cli import main
+from pyrovae.core.distributed import check_timeout
 from pyrovae.core.errors import PyroVAEError
 from pyrovae.core.peers import LEFT, post_mortem
 from pyrovae.data import stream
@@ -299,3 +300,21 @@ def test_a_peer_killed_or_hung_without_an_agent_is_one_line_and_the_run_resumes(
         ranks.end()
     state = load_checkpoint(run)  # rank 0 stopped, then killed, anywhere: whole all the same
     assert [r["epoch"] for r in state["history"]] == list(range(1, state["epoch"] + 1))
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "1e300", "0", "-1", "604801"])
+def test_a_dist_timeout_out_of_range_is_one_line_at_parse_time(tmp_path, capsys, value):
+    """--dist-timeout inf or 1e300 overflowed torch's timedelta with a traceback under torchrun;
+    every value outside (0, a week] is refused as it is parsed, with or without torchrun, and
+    the API's check (process_group_from_env) is the same."""
+    with pytest.raises(SystemExit) as stop:
+        main(["train", "--dist-timeout", value, "--run-dir", str(tmp_path / "r")])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"pyrovae train: error: argument --dist-timeout: must be a number of seconds in "
+        f"(0, 604800] (a week), got {float(value)}"
+    )
+    assert not (tmp_path / "r").exists()
+    with pytest.raises(PyroVAEError, match=r"--dist-timeout must be a number of seconds in"):
+        check_timeout(float(value))

@@ -12,6 +12,7 @@ from pyrovae.cli.parser import _add_config_flags, _add_data_flags, _flag, _reada
 from pyrovae.core.distributed import (
     DEFAULT_TIMEOUT,
     agree,
+    check_timeout,
     from_root,
     process_group_from_env,
     reported_by_root,
@@ -86,12 +87,24 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     train.add_argument(
         "--dist-timeout",
-        type=float,
+        type=_seconds,
         default=DEFAULT_TIMEOUT,
         metavar="SECONDS",
         help="under torchrun: how long a process waits for the others to join, and in any "
         f"exchange, before it stops with an error (default: {DEFAULT_TIMEOUT:g})",
     )
+
+
+def _seconds(text: str) -> float:
+    """``--dist-timeout``'s value, checked as it is parsed (inf or 1e300 overflowed torch)."""
+    try:
+        value = float(text)
+        check_timeout(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    except PyroVAEError as e:
+        raise argparse.ArgumentTypeError(str(e).removeprefix("--dist-timeout ")) from None
+    return value
 
 
 RESUMABLE = {"epochs", "device"}

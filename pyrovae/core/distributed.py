@@ -38,6 +38,9 @@ T = TypeVar("T")
 E = TypeVar("E", bound=BaseException)
 
 DEFAULT_TIMEOUT = 300.0  # seconds a process waits for the others (rendezvous, any collective)
+# the longest wait allowed: a week is longer than any epoch's work on one rank, and past it
+# (inf, 1e300) torch's timedelta and millisecond counts overflow with a traceback
+MAX_TIMEOUT = 7 * 24 * 3600.0
 LAUNCH_VARIABLES = ("RANK", "WORLD_SIZE")
 
 
@@ -103,6 +106,15 @@ def _env_int(name: str, default: int | None = None) -> int:
         raise PyroVAEError(f"${name} must be a whole number, got {value!r}") from None
 
 
+def check_timeout(timeout: float) -> None:
+    """A one-line :class:`PyroVAEError` unless 0 < ``timeout`` ≤ :data:`MAX_TIMEOUT` seconds."""
+    if not (isinstance(timeout, (int, float)) and 0 < timeout <= MAX_TIMEOUT):  # NaN fails too
+        raise PyroVAEError(
+            f"--dist-timeout must be a number of seconds in (0, {MAX_TIMEOUT:g}] (a week), "
+            f"got {timeout}"
+        )
+
+
 @contextmanager
 def process_group_from_env(timeout: float = DEFAULT_TIMEOUT) -> Iterator[int]:
     """Join the process group the launcher's variables describe for the block; yields this
@@ -119,8 +131,7 @@ def process_group_from_env(timeout: float = DEFAULT_TIMEOUT) -> Iterator[int]:
         return
     if not dist.is_available():
         raise PyroVAEError("this torch build has no torch.distributed; run without torchrun")
-    if not (isinstance(timeout, (int, float)) and timeout > 0):
-        raise PyroVAEError(f"--dist-timeout must be a positive number of seconds, got {timeout}")
+    check_timeout(timeout)
     r, w = _env_int("RANK"), _env_int("WORLD_SIZE")
     if not 0 <= r < w:
         raise PyroVAEError(f"$RANK must be in 0…$WORLD_SIZE−1, got RANK={r}, WORLD_SIZE={w}")

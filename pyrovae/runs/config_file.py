@@ -13,7 +13,7 @@ from typing import Any
 
 from pyrovae.core.errors import PyroVAEError, first_line
 from pyrovae.runs.config import TrainConfig
-from pyrovae.runs.folder import RUN_FORMAT
+from pyrovae.runs.folder import RUN_FORMAT, SETTINGS_MAX_BYTES
 
 
 def _parse_toml(text: str) -> Any:
@@ -29,9 +29,7 @@ def _parse_json(text: str) -> Any:
 
 
 PARSERS = {".toml": _parse_toml}  # by suffix; anything else is read as JSON
-# The most bytes read: a settings file is under 1 kB, a run's config.json a few kB; a bound keeps
-# --config /dev/zero (or a dataset given by mistake) from filling memory.
-MAX_BYTES = 1 << 20
+MAX_BYTES = SETTINGS_MAX_BYTES  # --config /dev/zero is one line
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:

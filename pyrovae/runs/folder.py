@@ -148,13 +148,26 @@ def create_run(path: Path, config: TrainConfig, extra: dict[str, Any]) -> Path:
     return path
 
 
+# The most bytes read from a settings file (a --config file or a run's config.json): those are
+# under 1 kB and a few kB; a bound keeps /dev/zero, or a dataset given by mistake, from filling
+# memory.
+SETTINGS_MAX_BYTES = 1 << 20
+
+
 def read_run_meta(path: Path) -> dict[str, Any]:
     """Everything ``config.json`` holds (format, config, device, data sizes), checked."""
     if not path.is_dir():
         raise PyroVAEError(f"run folder {path} does not exist")
     file = path / CONFIG
     try:
-        meta = json.loads(file.read_text())
+        with file.open("rb") as f:
+            raw = f.read(SETTINGS_MAX_BYTES + 1)
+        if len(raw) > SETTINGS_MAX_BYTES:
+            raise PyroVAEError(
+                f"{file} is damaged: it is larger than {SETTINGS_MAX_BYTES // 1024} KiB, and a "
+                f"run's {CONFIG} is a few kB"
+            )
+        meta = json.loads(raw.decode())
     except FileNotFoundError:
         raise PyroVAEError(f"{path} is not a pyrovae run folder (it has no {CONFIG})") from None
     except (OSError, ValueError) as e:
