@@ -124,7 +124,8 @@ def run(args: argparse.Namespace) -> None:
         "figures": not args.no_figures,
         "tensorboard": args.tensorboard,
     }
-    with process_group_from_env(args.dist_timeout) as rank:
+    known = args.resume or args.run_dir  # named in the line a lost peer ends the group with
+    with process_group_from_env(args.dist_timeout, known) as rank:
         if args.resume is not None:
             if args.seeds is not None:
                 raise reported_by_root(PyroVAEError("--resume keeps the run's seeds; drop --seeds"))

@@ -116,7 +116,9 @@ def check_timeout(timeout: float) -> None:
 
 
 @contextmanager
-def process_group_from_env(timeout: float = DEFAULT_TIMEOUT) -> Iterator[int]:
+def process_group_from_env(
+    timeout: float = DEFAULT_TIMEOUT, run_dir: str | None = None
+) -> Iterator[int]:
     """Join the process group the launcher's variables describe for the block; yields this
     process's rank. Without those variables (a plain ``pyrovae train``), or inside a group the
     caller already joined, nothing is started or closed.
@@ -124,7 +126,9 @@ def process_group_from_env(timeout: float = DEFAULT_TIMEOUT) -> Iterator[int]:
     ``timeout`` (seconds) bounds the rendezvous and every later collective: a process whose
     peers never come, or stop answering, stops with a one-line error instead of waiting for
     ever. An error that leaves the block on this rank alone (not :func:`reported_by_root`'s),
-    a peer's death among them, goes through :func:`~pyrovae.core.peers.post_mortem`.
+    a peer's death among them, goes through :func:`~pyrovae.core.peers.post_mortem`, whose
+    line names ``run_dir`` to resume (``RUN_DIR`` when the folder is not known yet: a default
+    name is made later, by rank 0).
     """
     if not launched() or is_distributed():
         yield rank()
@@ -152,7 +156,7 @@ def process_group_from_env(timeout: float = DEFAULT_TIMEOUT) -> Iterator[int]:
         if hasattr(e, "reported_by_root"):  # raised alike on every rank
             raise
         with _native_stderr_held_back():  # the store client's logs of a peer gone, in C++
-            verdict = post_mortem(store, r, w, e, timeout)
+            verdict = post_mortem(store, r, w, e, timeout, run_dir)
         if verdict is None:
             raise
         raise verdict from None

@@ -48,7 +48,12 @@ T = TypeVar("T")
 
 
 def post_mortem(
-    store: dist.Store, rank: int, world: int, error: BaseException, timeout: float
+    store: dist.Store,
+    rank: int,
+    world: int,
+    error: BaseException,
+    timeout: float,
+    run_dir: str | None = None,
 ) -> PyroVAEError | None:
     """After ``error`` ended this rank's part in the group (see the module): the one-line error
     to raise instead, or None to raise ``error`` itself. At most 6 × CHECK_IN s (a dead peer: about
@@ -67,14 +72,14 @@ def post_mortem(
         dist.destroy_process_group()
     own = isinstance(error, (PyroVAEError, KeyboardInterrupt))
     if not answers:
-        return None if own else _verdict(rank, world, error, None, timeout)
+        return None if own else _verdict(rank, world, error, None, timeout, run_dir)
     left = None
     if rank == 0 or not own:
         left = _within(2 * seconds, lambda: _check_ins(store, world, grace))
     _within(seconds, lambda: store.set(f"{READ}/{rank}", ""))
     if rank == 0 and left:  # the store lives here: stay until the others have read it
         _within(2 * seconds, lambda: store.wait([f"{READ}/{r}" for r in left if r != 0], grace))
-    return None if own else _verdict(rank, world, error, left, timeout)
+    return None if own else _verdict(rank, world, error, left, timeout, run_dir)
 
 
 def _within(seconds: float, fn: Callable[[], T]) -> T | None:
@@ -112,6 +117,7 @@ def _verdict(
     error: BaseException,
     left: dict[int, tuple[int, str]] | None,
     timeout: float,
+    run_dir: str | None,
 ) -> PyroVAEError | None:
     head = f"rank {rank} of {world} stopped: "
     if left is None:  # the store went with its host
@@ -127,7 +133,7 @@ def _verdict(
             then = "start"
         return PyroVAEError(
             f"{head}{who} {why}; the last checkpoint is kept: {then} all {world} processes "
-            "again with pyrovae train --resume RUN_DIR"
+            f"again with pyrovae train --resume {run_dir or 'RUN_DIR'}"
         )
     first = min(left, key=lambda r: left[r][0], default=rank)
     if first == rank or not left[first][1]:
