@@ -98,7 +98,8 @@ def _seeds(out: Path) -> dict[str, Any]:
 
 
 def _torchrun(out: Path) -> dict[str, Any]:
-    from pyrovae.runs.folder import load_checkpoint, read_metrics
+    from pyrovae.runs.checkpoint import load_checkpoint
+    from pyrovae.runs.folder import read_metrics
 
     state = load_checkpoint(out / "run")
     last = read_metrics(out / "run")[-1]

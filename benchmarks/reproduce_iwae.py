@@ -40,8 +40,9 @@ from pyrovae import evaluate_run, resume_run, train_run
 from pyrovae.core.errors import PyroVAEError
 from pyrovae.core.files import atomic_write
 from pyrovae.inference.schedules import burda_epochs
+from pyrovae.runs.checkpoint import load_checkpoint
 from pyrovae.runs.config import preset_config
-from pyrovae.runs.folder import CHECKPOINT, CONFIG, load_checkpoint, read_metrics
+from pyrovae.runs.folder import CHECKPOINT, CONFIG, read_metrics
 from pyrovae.runs.seeds import is_group, read_seeds, resume_seeds, seed_runs, train_seeds
 
 # Burda et al. 2015, Table 1, MNIST: test negative log-likelihood in nats (K = 5000).

@@ -26,6 +26,7 @@ import pyrovae.core.files
 import pyrovae.inference.replicas
 import pyrovae.inference.side_by_side
 import pyrovae.inference.train
+import pyrovae.runs.checkpoint
 import pyrovae.runs.folder
 import pyrovae.runs.train
 from pyrovae.cli import main
@@ -58,7 +59,7 @@ def _checkpoint_writes(n: int, fault) -> None:
 
     def patched(obj, f, *args, **kwargs):
         nonlocal calls
-        if isinstance(obj, dict) and obj.get("format") == pyrovae.runs.folder.CHECKPOINT_FORMAT:
+        if isinstance(obj, dict) and obj.get("format") == pyrovae.runs.checkpoint.CHECKPOINT_FORMAT:
             calls += 1
             if calls == n:
                 return fault(obj, f)

@@ -46,7 +46,8 @@ from pyrovae.core.runtime import get_rng_state, set_rng_state, set_seed
 from pyrovae.inference.compiled import CompiledELBO
 from pyrovae.inference.data_parallel import shard
 from pyrovae.nets import NETS
-from pyrovae.runs.folder import CHECKPOINT, CONFIG, FIGURES, METRICS, load_checkpoint, read_metrics
+from pyrovae.runs.checkpoint import load_checkpoint
+from pyrovae.runs.folder import CHECKPOINT, CONFIG, FIGURES, METRICS, read_metrics
 
 HARNESS = Path(__file__).resolve().parent / "distributed_harness.py"
 TIMEOUT = 420  # seconds for a whole multi-process check on a loaded 2-core machine

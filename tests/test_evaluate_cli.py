@@ -18,13 +18,8 @@ from pyrovae.data.images import load_data
 from pyrovae.inference.evaluate import evaluate_elbo
 from pyrovae.inference.marginal import active_units
 from pyrovae.runs.build import build_model_and_guide
-from pyrovae.runs.folder import (
-    DIAGNOSTICS,
-    EVALUATION,
-    load_checkpoint,
-    read_config,
-    read_diagnostics,
-)
+from pyrovae.runs.checkpoint import load_checkpoint
+from pyrovae.runs.folder import DIAGNOSTICS, EVALUATION, read_config, read_diagnostics
 
 LATENT_DIM = 4
 NUM_TEST = 100  # conftest.write_dataset's test split

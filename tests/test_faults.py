@@ -24,12 +24,12 @@ from pyrovae.data import load_data
 from pyrovae.inference import estimators
 from pyrovae.inference.divergence import DivergenceGuard
 from pyrovae.runs import build_model_and_guide
+from pyrovae.runs.checkpoint import load_checkpoint
 from pyrovae.runs.folder import (
     CHECKPOINT,
     CONFIG,
     EVALUATION,
     METRICS,
-    load_checkpoint,
     read_evaluations,
     read_metrics,
     run_lock,

@@ -33,7 +33,8 @@ from pyrovae.core.distributed import check_timeout
 from pyrovae.core.errors import PyroVAEError
 from pyrovae.core.peers import LEFT, post_mortem
 from pyrovae.data import stream
-from pyrovae.runs.folder import CHECKPOINT, CONFIG, load_checkpoint, read_metrics
+from pyrovae.runs.checkpoint import load_checkpoint
+from pyrovae.runs.folder import CHECKPOINT, CONFIG, read_metrics
 from pyrovae.runs.tensorboard import TAGS, TENSORBOARD
 
 # ---------------------------------------------------------------- TensorBoard on a full disk

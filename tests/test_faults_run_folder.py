@@ -26,19 +26,13 @@ from test_faults import _args, _err, _resume, _timeless
 from pyrovae.cli import main
 from pyrovae.cli import train as train_cli
 from pyrovae.core.signals import EXIT_TERMINATED
-from pyrovae.runs.folder import (
-    CHECKPOINT,
+from pyrovae.runs.checkpoint import (
     CHECKPOINT_FORMAT,
-    CONFIG,
-    EVALUATION,
-    FIGURES,
-    LOCK,
-    METRICS,
     UNCHECKED_FORMATS,
     content_digest,
     load_checkpoint,
-    read_metrics,
 )
+from pyrovae.runs.folder import CHECKPOINT, CONFIG, EVALUATION, FIGURES, LOCK, METRICS, read_metrics
 from pyrovae.runs.records import RESTARTED
 
 HERE = Path(__file__).resolve().parent

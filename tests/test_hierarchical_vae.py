@@ -29,7 +29,8 @@ from pyrovae.inference import (
 from pyrovae.inference.beta import LatentScale
 from pyrovae.inference.estimators import ESTIMATORS, make_estimator
 from pyrovae.models.linear_gaussian import HierarchicalLinearGuide
-from pyrovae.runs.folder import CONFIG, DIAGNOSTICS, EVALUATION, FIGURES, load_checkpoint
+from pyrovae.runs.checkpoint import load_checkpoint
+from pyrovae.runs.folder import CONFIG, DIAGNOSTICS, EVALUATION, FIGURES
 
 D = 784
 TWO = {"latent_dim": (4, 3), "hidden": (16,), "upper_hidden": (8,)}

@@ -15,7 +15,8 @@ from pyrovae.core.errors import PyroVAEError
 from pyrovae.core.runtime import seeded
 from pyrovae.data.images import load_data
 from pyrovae.plots.grids import as_square, tile_at
-from pyrovae.runs.folder import CHECKPOINT, FIGURES, LATENTS, load_checkpoint, read_latents
+from pyrovae.runs.checkpoint import load_checkpoint
+from pyrovae.runs.folder import CHECKPOINT, FIGURES, LATENTS, read_latents
 
 D, SIDE = 784, 28
 

@@ -14,8 +14,9 @@ from pyrovae.cli import main
 from pyrovae.core.errors import PyroVAEError
 from pyrovae.inference.schedules import LR_SCHEDULES, burda_epochs, burda_stage
 from pyrovae.inference.train import make_optimizer
+from pyrovae.runs.checkpoint import load_checkpoint
 from pyrovae.runs.config import PRESETS, preset_config
-from pyrovae.runs.folder import load_checkpoint, read_config, read_metrics
+from pyrovae.runs.folder import read_config, read_metrics
 
 
 def test_burda_stages_last_three_to_the_i_epochs():

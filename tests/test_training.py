@@ -10,7 +10,8 @@ from pyrovae import TrainConfig, build_model_and_guide, fit, load_run, resume_ru
 from pyrovae.core.errors import TrainingDiverged
 from pyrovae.data import load_data
 from pyrovae.inference import estimators
-from pyrovae.runs.folder import CHECKPOINT, METRICS, load_checkpoint, read_config, read_metrics
+from pyrovae.runs.checkpoint import load_checkpoint
+from pyrovae.runs.folder import CHECKPOINT, METRICS, read_config, read_metrics
 
 SMALL = {"hidden": (64,), "latent_dim": 8, "dataset": "mnist", "train_subset": 300}
 

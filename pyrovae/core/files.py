@@ -75,6 +75,14 @@ def check_writable(folder: Path) -> None:
         raise os_error("write", folder, e) from None
 
 
+def read_at_most(path: Path, limit: int) -> bytes | None:
+    """``path``'s bytes, or None when it holds more than ``limit`` (read no further: a link to
+    /dev/zero, or a dataset given by mistake, does not fill memory)."""
+    with path.open("rb") as f:
+        raw = f.read(limit + 1)
+    return raw if len(raw) <= limit else None
+
+
 def remove_temp_files(folder: Path) -> list[Path]:
     """Delete what an interrupted :func:`atomic_write` left in ``folder`` (nothing when it is
     not a folder); returns them."""

@@ -5,10 +5,11 @@ The command line (:mod:`pyrovae.cli`) is a thin layer over these functions.
 """
 
 from pyrovae.runs.build import build_model_and_guide
+from pyrovae.runs.checkpoint import load_checkpoint
 from pyrovae.runs.config import TrainConfig
 from pyrovae.runs.diagnose import diagnose_run
 from pyrovae.runs.evaluate import LOG_PX_SAMPLES, evaluate_run
-from pyrovae.runs.folder import load_checkpoint, read_config, read_metrics
+from pyrovae.runs.folder import read_config, read_metrics
 from pyrovae.runs.load import LoadedRun, load_run
 from pyrovae.runs.plot import plot_runs
 from pyrovae.runs.sample import sample_run

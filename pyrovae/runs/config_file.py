@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from pyrovae.core.errors import PyroVAEError, first_line
+from pyrovae.core.files import read_at_most
 from pyrovae.runs.config import TrainConfig
 from pyrovae.runs.folder import RUN_FORMAT, SETTINGS_MAX_BYTES
 
@@ -41,9 +42,8 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         raise PyroVAEError(f"--config {path} is a folder; give a file (a run's {path}/config.json)")
     parse = PARSERS.get(path.suffix.lower(), _parse_json)
     try:
-        with path.open("rb") as f:
-            raw = f.read(MAX_BYTES + 1)
-        if len(raw) > MAX_BYTES:
+        raw = read_at_most(path, MAX_BYTES)
+        if raw is None:
             raise PyroVAEError(
                 f"--config {path} is larger than {MAX_BYTES // 1024} KiB, the most read from a "
                 "settings file; give a JSON or TOML file of settings"

@@ -19,14 +19,9 @@ from pyrovae.core.runtime import resolve_device
 from pyrovae.data.base import TrainingData
 from pyrovae.data.images import load_data
 from pyrovae.runs.build import build_model_and_guide, check_fits
+from pyrovae.runs.checkpoint import checkpoint_history, load_checkpoint
 from pyrovae.runs.config import TrainConfig
-from pyrovae.runs.folder import (
-    checkpoint_history,
-    load_checkpoint,
-    read_config,
-    read_run_meta,
-    run_lock,
-)
+from pyrovae.runs.folder import read_config, read_run_meta, run_lock
 
 OTHER_DATA_FLAG = "--allow-other-data"
 

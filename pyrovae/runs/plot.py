@@ -9,14 +9,9 @@ from typing import Any
 from pyrovae import plots
 from pyrovae.core.errors import PyroVAEError
 from pyrovae.core.files import check_writable, remove_temp_files
+from pyrovae.runs.checkpoint import checkpoint_history, load_checkpoint
 from pyrovae.runs.figures import diagnostic_figures, standard_figures
-from pyrovae.runs.folder import (
-    FIGURES,
-    checkpoint_history,
-    load_checkpoint,
-    read_latents,
-    read_run_meta,
-)
+from pyrovae.runs.folder import FIGURES, read_latents, read_run_meta
 from pyrovae.runs.load import load_run, writing_into
 from pyrovae.runs.seeds import is_group, seed_runs
 

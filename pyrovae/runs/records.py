@@ -19,6 +19,7 @@ from typing import Any
 
 from pyrovae.core.errors import Note, PyroVAEError
 from pyrovae.core.files import os_error
+from pyrovae.runs.checkpoint import load_checkpoint
 from pyrovae.runs.folder import (
     CHECKPOINT,
     CONFIG,
@@ -27,7 +28,6 @@ from pyrovae.runs.folder import (
     LATENTS,
     LOCK,
     METRICS,
-    load_checkpoint,
     read_diagnostics,
     read_evaluations,
     read_latents,

@@ -13,7 +13,8 @@ from pyrovae.core.ranges import SEED, SIZE
 from pyrovae.core.runtime import resolve_device, seeded
 from pyrovae.plots.common import save_figure
 from pyrovae.plots.grids import as_images, image_grid
-from pyrovae.runs.folder import load_checkpoint, read_config, read_run_meta
+from pyrovae.runs.checkpoint import load_checkpoint
+from pyrovae.runs.folder import read_config, read_run_meta
 from pyrovae.runs.load import restore, writing_into
 
 # Bytes per drawn image besides its pixels: the montage tile and the PNG's RGBA raster (a 40 px

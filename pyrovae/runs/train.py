@@ -36,19 +36,18 @@ from pyrovae.core.runtime import get_rng_state, seeded, set_rng_state, set_seed
 from pyrovae.data.base import TrainingData
 from pyrovae.inference.estimators import make_estimator
 from pyrovae.inference.train import fit, make_optimizer
+from pyrovae.runs.checkpoint import checkpoint_history, save_checkpoint
 from pyrovae.runs.config import TrainConfig
 from pyrovae.runs.figures import LatentSnapshots, standard_figures
 from pyrovae.runs.folder import (
     FIGURES,
     check_new_run,
-    checkpoint_history,
     create_run,
     default_run_dir,
     make_run_dir,
     read_config,
     read_run_meta,
     run_lock,
-    save_checkpoint,
     write_metrics,
 )
 from pyrovae.runs.load import build_on, restore, run_data
