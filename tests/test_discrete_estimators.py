@@ -14,7 +14,7 @@ import pyro.distributions as dist
 import pytest
 import torch
 from pyro import poutine
-from pyro.infer import ReweightedWakeSleep
+from pyro.infer import ReweightedWakeSleep, TraceGraph_ELBO
 from test_compiled import _assert_same, _loss_and_grads, _refuse_fallback
 from torch import nn
 
@@ -226,6 +226,39 @@ def test_rws_equals_pyros_reweighted_wake_sleep_for_one_datapoint():
     assert ours == pytest.approx(theirs[0], rel=1e-12)  # wake-θ loss: −L_K
     for a, b in zip(_grads(m1, g1), _grads(m2, g2), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+class TraceGraphGuide(Guide):
+    """The same q, with the baseline b_ψ(x) handed to Pyro's TraceGraph_ELBO at the site."""
+
+    def forward(self, x):
+        infer = {"baseline": {"nn_baseline": self.baseline, "nn_baseline_input": x}}
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", FAMILIES[self.family][0](self.phi), infer=infer)
+
+
+def test_nvil_is_pyros_tracegraph_elbo_with_the_same_baseline():
+    """K = 1, c = 0 (no step yet) and the same b_ψ: θ-gradients equal; φ: TraceGraph_ELBO's
+    Σ (f − b) ∇ log q lacks our mean-zero −∇ log q(z); ψ: its squared error has no ½."""
+    torch.manual_seed(4)
+    baseline = NVILBaseline(1).to(F64)
+    model, guide, x = _parts("bernoulli", 1, baseline)
+    model2, guide2 = copy.deepcopy(model), TraceGraphGuide("bernoulli", guide.phi.detach())
+    guide2.baseline = copy.deepcopy(baseline)
+    with seeded(6):
+        make_estimator("nvil").loss_and_grads(model, guide, x)
+    with seeded(6):
+        TraceGraph_ELBO(max_plate_nesting=1).loss_and_grads(model2, guide2, x)
+    with seeded(6):
+        z = poutine.trace(guide2).get_trace(x).nodes["z"]["value"]
+    (score,) = torch.autograd.grad(
+        FAMILIES["bernoulli"][0](guide2.phi).log_prob(z).sum(), guide2.phi
+    )
+    for a, b in ((model.a, model2.a), (model.m, model2.m)):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(guide.phi.grad, guide2.phi.grad + score, rtol=1e-10, atol=1e-12)
+    for a, b in zip(baseline.parameters(), guide2.baseline.parameters(), strict=True):
+        torch.testing.assert_close(2 * a.grad, b.grad, rtol=1e-10, atol=1e-12)
 
 
 def _vae_parts(name, k):
