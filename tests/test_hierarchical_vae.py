@@ -120,7 +120,7 @@ def test_layer_groups_split_encoder_and_decoder():
 
 @pytest.mark.parametrize("name", PATHWISE)
 def test_every_estimator_trains_both_layers(name):
-    model, guide = two_layers()
+    model, guide = two_layers(**built_for(name))
     x = _batch(6)
     set_seed(2)
     loss = make_estimator(name, 3).loss_and_grads(model, guide, x)
