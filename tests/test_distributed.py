@@ -28,6 +28,7 @@ from distributed_harness import (
     free_ports,
     launch,
 )
+from test_compiled import accepts
 
 from pyrovae import (
     ESTIMATORS,
@@ -171,8 +172,10 @@ ESTIMATOR_CASES = [
 
 def _part_cases():
     """Every other entry of each registry, on the default model otherwise."""
-    for e in sorted(set(ESTIMATORS) - {"elbo", "analytic-kl", "iwae", "iwae-dreg"}):
-        yield _case(e, e, 3 if e == "score-function-loo" else 1)
+    # nvil left out: its running average is each rank's own (not summed over ranks), so a
+    # rank's φ-gradient is not the one a single process makes on the whole batch
+    for e in sorted(set(ESTIMATORS) - {"elbo", "analytic-kl", "iwae", "iwae-dreg", "nvil"}):
+        yield _case(e, e, 1 if accepts(e, 1) else 3)
     for g in sorted(set(GUIDES) - {"normal"}):
         if g == "delta":
             yield _case("autoencoder", "elbo", autoencoder=True)

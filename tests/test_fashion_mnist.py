@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_compiled import built_for
 
 from pyrovae import (
     ESTIMATORS,
@@ -44,7 +45,7 @@ def _own_bound(name, k, model, guide, x):
 def test_each_estimator_trains_without_nan_and_improves(fmnist, name):
     data = load_data("fashion-mnist", "dynamic", train_subset=2000, download=False)
     set_seed(0)
-    model, guide = build_model_and_guide(SMALL, data.num_pixels)
+    model, guide = build_model_and_guide(SMALL.replace(**built_for(name)), data.num_pixels)
     x_test = data.test_x[:500]
     before = evaluate_elbo(model, guide, x_test)["elbo"], _own_bound(name, 3, model, guide, x_test)
     history = fit(

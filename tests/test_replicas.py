@@ -8,7 +8,7 @@ import math
 
 import pytest
 import torch
-from test_compiled import _parts
+from test_compiled import _parts, built_for
 
 from pyrovae import fit
 from pyrovae.core.errors import PyroVAEError, TrainingDiverged
@@ -62,7 +62,7 @@ def test_each_replica_equals_its_lone_step(name):
     k = 3
     lone = []
     for s, args in zip(SEEDS, _batches(torch.float64), strict=True):
-        model, guide = _parts(dtype=torch.float64)
+        model, guide = _parts(dtype=torch.float64, **built_for(name))
         set_seed(s)
         fast = CompiledELBO(make_estimator(name, k))
         optimizer = make_optimizer((model, guide), 0.01)
@@ -74,7 +74,8 @@ def test_each_replica_equals_its_lone_step(name):
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
         lone.append(steps)
-    models, guides = zip(*[_parts(dtype=torch.float64) for _ in SEEDS], strict=True)
+    parts = [_parts(dtype=torch.float64, **built_for(name)) for _ in SEEDS]
+    models, guides = zip(*parts, strict=True)
     optimizers = [make_optimizer((m, g), 0.01) for m, g in zip(models, guides, strict=True)]
     step, streams = ReplicaStep(make_estimator(name, k)), _streams()
     for i in range(2):

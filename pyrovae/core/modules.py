@@ -1,11 +1,16 @@
-"""A PyroModule whose parameters live in the module, never in Pyro's global param store."""
+"""A PyroModule whose parameters live in the module, never in Pyro's global param store; and
+buffers kept across a block that may update them."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pyro
+import torch
 from pyro.nn import PyroModule
+from torch import nn
 
 
 class LocalPyroModule(PyroModule):
@@ -24,3 +29,18 @@ class LocalPyroModule(PyroModule):
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         with pyro.settings.context(module_local_params=True):
             return super().__call__(*args, **kwargs)
+
+
+@contextmanager
+def buffers_kept(modules: Iterable[nn.Module]) -> Iterator[None]:
+    """Inside the block the modules' floating-point buffers may change (a running average that a
+    step updates in place, NVIL's); on leaving they hold their values from before again."""
+    found = {id(b): b for m in modules for b in m.buffers() if b.is_floating_point()}
+    buffers = list(found.values())
+    saved = [b.detach().clone() for b in buffers]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for b, value in zip(buffers, saved, strict=True):
+                b.copy_(value)

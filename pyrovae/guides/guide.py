@@ -28,6 +28,10 @@ class AmortizedGuide(LocalPyroModule):
     With ``layers`` (L − 1 of them) it is hierarchical (Burda et al. 2015):
     q(z1|x) Π_{l=2..L} q(z_l|z_{l−1}), ``layers[l − 2]`` giving q(z_l|z_{l−1}); sites
     ``"z1"`` … ``"zL"``. :meth:`posterior` is then the bottom layer's q(z1|x).
+
+    ``baseline``: a network that an estimator trains alongside φ without it being part of q
+    (NVIL's b_ψ(x), :class:`~pyrovae.inference.nvil.NVILBaseline`); held here so that the same
+    optimizer trains it and the checkpoint keeps it. Not used in :meth:`forward`.
     """
 
     def __init__(
@@ -36,12 +40,14 @@ class AmortizedGuide(LocalPyroModule):
         family: Family,
         num_classes: int = 0,
         layers: Sequence[StochasticLayer] = (),
+        baseline: nn.Module | None = None,
     ) -> None:
         super().__init__()
         self.encoder = encoder
         self.family = family
         self.num_classes = num_classes
         self.layers = nn.ModuleList(layers)
+        self.baseline = baseline
 
     @property
     def sites(self) -> tuple[str, ...]:

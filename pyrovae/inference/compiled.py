@@ -23,7 +23,9 @@ handlers break the graph in a dozen places and the step gets slower, not faster.
   eagerly without gradients (Pyro may create parameters on first use, and the model's own
   errors surface as they would eagerly). Its draws, and recording's, are discarded (the
   generator state is put back), so every step, the first included, runs the compiled graph:
-  a resumed run is the same run.
+  a resumed run is the same run. Buffers that the step updates in place (NVIL's running
+  average) are put back after recording too, and the graph's own in-place update then makes
+  the step's.
 - **Scales as inputs.** The scales of enclosing handlers (a β on the latent sites, warmed up
   step by step) are tensor inputs, so a KL warm-up reuses one graph.
 - **Never silent.** Where recording or compiling fails, the step runs eagerly from then on for
@@ -50,6 +52,7 @@ from pyro.infer import ELBO
 from pyro.poutine.runtime import _PYRO_STACK
 
 from pyrovae.core.errors import PyroVAEError, first_line
+from pyrovae.core.modules import buffers_kept
 from pyrovae.core.runtime import get_rng_state, set_rng_state
 from pyrovae.inference.recording import (
     CompileStats,
@@ -187,7 +190,8 @@ class CompiledELBO(ELBO):
             set_rng_state(rng)
             start = time.perf_counter()
             try:
-                step = self._record(model, guide, args)
+                with buffers_kept((model, guide)):  # recording runs the step on them too
+                    step = self._record(model, guide, args)
                 with inductor_cache():  # Dynamo and Inductor compile on the first call
                     outputs = step.fn(*args)
             except Exception as e:  # whatever the recording or the compiler raised

@@ -10,20 +10,28 @@ from collections.abc import Callable, Iterable, Mapping
 import torch
 from pyro.infer import ELBO
 
+from pyrovae.core.modules import buffers_kept
+
 
 def default_groups(model, guide) -> dict[str, list[torch.nn.Parameter]]:
-    """``encoder`` = the guide's parameters (φ), ``decoder`` = the model's other ones (θ).
+    """``encoder`` = the guide's parameters (φ), ``decoder`` = the model's other ones (θ);
+    ``baseline`` = those of the guide's baseline network b_ψ (NVIL's), when it has one: not part
+    of q, so not in ``encoder``.
 
     With several stochastic layers also ``encoder/z1``, ``encoder/z2``, … (the parameters of
     q(z_l|·)) and ``decoder/z1``, … (those of what z_l feeds: p(x|z1), p(z1|z2), …; the top
     one's include the prior), from the modules' ``layer_parameters()``.
     """
-    encoder = list(guide.parameters())
+    baseline = getattr(guide, "baseline", None)
+    psi = list(baseline.parameters()) if isinstance(baseline, torch.nn.Module) else []
+    encoder = [p for p in guide.parameters() if id(p) not in {id(q) for q in psi}]
     shared = {id(p) for p in encoder}  # a VampPrior uses the encoder too: count it once
     groups = {
         "encoder": encoder,
         "decoder": [p for p in model.parameters() if id(p) not in shared],
     }
+    if psi:
+        groups["baseline"] = psi
     if len(getattr(guide, "sites", ())) > 1:
         for kind, module in (("encoder", guide), ("decoder", model)):
             for site, params in module.layer_parameters().items():
@@ -45,7 +53,9 @@ def gradient_statistics(
 
     Per group: ``mean`` and ``variance`` (per component, flattened), ``snr`` (mean over
     components of |mean| / std), ``variance_mean`` (mean over components of the variance) and
-    ``mean_norm`` ‖E[g]‖. Streaming (Welford) in float64; parameters are not changed. Labels
+    ``mean_norm`` ‖E[g]‖. Streaming (Welford) in float64; parameters are not changed, and
+    buffers a step updates (NVIL's running average) are put back after each draw, so every draw
+    is at the same state. Labels
     ``y`` go to a conditional model and guide; ``on_sample()`` is called after each draw
     (a progress bar's update).
     """
@@ -58,7 +68,8 @@ def gradient_statistics(
     for _ in range(num_samples):
         for p in params:
             p.grad = None
-        estimator.loss_and_grads(model, guide, *args)
+        with buffers_kept(m for m in (model, guide) if isinstance(m, torch.nn.Module)):
+            estimator.loss_and_grads(model, guide, *args)
         count += 1
         for name, ps in groups.items():
             g = torch.cat(

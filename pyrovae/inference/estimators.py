@@ -7,6 +7,9 @@
 - ``iwae``: L_K = log (1/K) Σ_k w_k per datapoint; ``iwae-dreg``: its doubly-reparameterized
   encoder gradient; ``elbo-stl``: L^A with the sticking-the-landing gradient;
   ``score-function`` (``-loo``: leave-one-out baseline): L^A by the log-derivative trick.
+- For discrete latents (score-function style, any guide site with sample and log_prob):
+  ``nvil`` (L^A, learned baseline c + b_ψ(x)), ``vimco`` (L_K, K ≥ 2, leave-one-out baselines),
+  ``rws`` (reweighted wake-sleep, K ≥ 2: θ on L_K, φ by the wake-φ update).
 """
 
 from __future__ import annotations
@@ -19,8 +22,11 @@ from pyrovae.core.errors import PyroVAEError
 from pyrovae.core.registry import lookup
 from pyrovae.inference.analytic_kl import AnalyticKL
 from pyrovae.inference.iwae import IWAE, DReG
+from pyrovae.inference.nvil import NVIL
+from pyrovae.inference.rws import RWS
 from pyrovae.inference.score_function import ScoreFunctionELBO
 from pyrovae.inference.stl import STL
+from pyrovae.inference.vimco import VIMCO
 
 
 def trace_elbo(**kwargs) -> Trace_ELBO:
@@ -41,6 +47,9 @@ ESTIMATORS: dict[str, Callable[..., ELBO]] = {
     "elbo-stl": STL,
     "score-function": ScoreFunctionELBO,
     "score-function-loo": score_function_loo,
+    "nvil": NVIL,
+    "vimco": VIMCO,
+    "rws": RWS,
 }
 
 

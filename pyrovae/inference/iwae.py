@@ -18,6 +18,8 @@ class IWAE(ParticleELBO):
 
     description = "importance-weighted bound L_K = log (1/K) Σ_k w_k, tighter than the ELBO"
 
+    importance_weighted = True  # the bound is L_K (what training reports it as)
+
     def bound(self, p: Particles) -> torch.Tensor:
         return log_mean_exp(p.log_w, dim=0).sum()
 

@@ -63,7 +63,8 @@ class ParticleELBO(ELBO):
         surrogate = self.surrogate(p, bound)
         if surrogate is bound:  # a pathwise gradient of the bound itself: nothing to splice
             return -bound
-        return -(bound.detach() + surrogate - surrogate.detach())
+        # the surrogate's value cancels exactly (it may be large: NVIL's squared error)
+        return -(bound.detach() + (surrogate - surrogate.detach()))
 
     def loss_and_grads(self, model, guide, *args, **kwargs) -> float:
         loss = self.differentiable_loss(model, guide, *args, **kwargs)

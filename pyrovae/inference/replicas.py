@@ -26,6 +26,7 @@ from pyro.infer import ELBO
 from torch import fx
 
 from pyrovae.core.errors import PyroVAEError, first_line
+from pyrovae.core.modules import buffers_kept
 from pyrovae.core.runtime import get_rng_state, set_rng_state
 from pyrovae.inference.compiled import CompiledELBO
 from pyrovae.inference.recording import (
@@ -170,8 +171,9 @@ class ReplicaStep:
             set_rng_state(rng)
         start = time.perf_counter()
         try:
-            recordings = [record_step(self.estimator, m, g, batches[0])
-                          for m, g in zip(models, guides, strict=True)]
+            with buffers_kept((*models, *guides)):  # recording runs the step on them too
+                recordings = [record_step(self.estimator, m, g, batches[0])
+                              for m, g in zip(models, guides, strict=True)]
             split = split_noise(recordings[0])
             fn = self._vectorize(split, recordings, batches, streams)
             step = _Batched(fn, split, recordings)
@@ -237,9 +239,14 @@ class ReplicaStep:
         inputs = self._inputs(step.split, step.recordings, batches, streams)
         with torch.no_grad():
             losses, *grads = step.fn(*inputs)
+        n_params = len(step.recordings[0].params)
+        buffers = inputs[n_params : n_params + len(step.recordings[0].buffers)]
         for r, rec in enumerate(step.recordings):
             for p, g in zip(rec.params, grads, strict=True):
                 p.grad = g[r] if p.grad is None else p.grad + g[r]
+            with torch.no_grad():  # what the step updated in place (NVIL's running average)
+                for b, stacked in zip(rec.buffers, buffers, strict=True):
+                    b.copy_(stacked[r])
         return losses.tolist()
 
 

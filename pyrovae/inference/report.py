@@ -8,12 +8,12 @@ from typing import Any
 
 from pyro.infer import ELBO
 
-from pyrovae.inference.iwae import IWAE
-
 
 def bound_name(estimator: ELBO) -> str:
-    """``bound L_K`` for the importance-weighted estimators (K their particles), else ``ELBO``."""
-    return f"bound L_{estimator.num_particles}" if isinstance(estimator, IWAE) else "ELBO"
+    """``bound L_K`` for the importance-weighted estimators (class attribute
+    ``importance_weighted``; K their particles), else ``ELBO``."""
+    weighted = getattr(estimator, "importance_weighted", False)
+    return f"bound L_{estimator.num_particles}" if weighted else "ELBO"
 
 
 def reconstruction_only(beta: float, kl_warmup: int = 0) -> bool:

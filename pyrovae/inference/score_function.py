@@ -54,8 +54,14 @@ class ScoreFunctionELBO(ParticleELBO):
 
     def surrogate(self, p: Particles, bound: torch.Tensor) -> torch.Tensor:
         f = p.log_w.detach()  # (K, B)
-        centred = f - self.baseline(f) if self.baseline is not None else f
-        return (p.log_w + centred * p.log_q).mean(0).sum()
+        return score_surrogate(p, f - self.baseline(f) if self.baseline is not None else f)
+
+
+def score_surrogate(p: Particles, signal: torch.Tensor) -> torch.Tensor:
+    """Σ_b (1/K) Σ_k [log w_k + s_k log q(z_k)] for a learning signal s (K, B) held constant and
+    z_k without a path to φ: θ-gradient Σ (1/K) Σ_k ∇_θ log p(x, z_k), φ-gradient
+    Σ (1/K) Σ_k (s_k − 1) ∇_φ log q(z_k) (the −1 term has mean zero)."""
+    return (p.log_w + signal.detach() * p.log_q).mean(0).sum()
 
 
 def _reparam_surrogate(f, phis, eps, baseline):

@@ -14,6 +14,8 @@ from pyrovae.data.base import square_shape
 from pyrovae.guides.families import GUIDES, DiagonalNormal
 from pyrovae.guides.guide import AmortizedGuide
 from pyrovae.guides.layers import StochasticLayer
+from pyrovae.inference.estimators import ESTIMATORS
+from pyrovae.inference.nvil import NVILBaseline
 from pyrovae.models.likelihoods import get_likelihood
 from pyrovae.models.prior import PRIORS
 from pyrovae.models.vae import VAE
@@ -40,6 +42,9 @@ def build_model_and_guide(
     and z_l an MLP over ``config.layer_hidden`` gives the guide's q(z_l|z_{l−1}) (the
     ``config.guide`` family) and one over those sizes reversed the model's diagonal-Normal
     p(z_{l−1}|z_l); the prior is over z_L.
+
+    An estimator whose class sets ``needs_baseline_net`` (``nvil``) gets its baseline network
+    b_ψ(x) in the guide (``guide.baseline``): trained by the same optimizer, saved with the guide.
     """
     shape = tuple(image_shape) if image_shape is not None else square_shape(num_pixels)
     dims = config.latent_dims
@@ -65,7 +70,10 @@ def build_model_and_guide(
         up.append(StochasticLayer(MLP(below, hidden, q.num_params, act), q))
         p = DiagonalNormal(below)
         down.append(StochasticLayer(MLP(above, hidden[::-1], p.num_params, act), p))
-    guide = AmortizedGuide(encoder, family, num_classes=labels, layers=up)
+    # an estimator that trains a network of its own alongside φ declares it (NVIL's baseline)
+    estimator = lookup(ESTIMATORS, config.estimator, "estimator")
+    baseline = NVILBaseline(num_pixels) if getattr(estimator, "needs_baseline_net", False) else None
+    guide = AmortizedGuide(encoder, family, num_classes=labels, layers=up, baseline=baseline)
     prior = lookup(PRIORS, config.prior, "prior")(dims[-1], guide=guide, num_pixels=num_pixels)
     model = VAE(prior, decoder, likelihood, num_classes=labels, image_shape=shape, layers=down)
     return model, guide

@@ -13,8 +13,9 @@ from pyrovae.core.files import check_writable
 from pyrovae.core.labels import labels_for
 from pyrovae.core.ranges import SIZE, IntRange
 from pyrovae.core.runtime import seeded
-from pyrovae.inference.diagnostics import gradient_statistics
+from pyrovae.inference.diagnostics import default_groups, gradient_statistics
 from pyrovae.inference.estimators import make_estimator
+from pyrovae.inference.nvil import guide_baseline
 from pyrovae.runs.folder import run_lock, write_diagnostics
 from pyrovae.runs.load import first_test_images, load_run
 
@@ -39,10 +40,16 @@ def diagnose_run(
     The batch is the first ``batch_size`` test images; each row draws ``samples`` gradients
     under seed 0 (:func:`~pyrovae.inference.diagnostics.gradient_statistics`). Rows hold
     ``estimator``, ``num_particles`` and, per group (``encoder`` φ, ``decoder`` θ; with several
-    stochastic layers also ``encoder/z1``, ``decoder/z1``, … per layer), ``snr``
+    stochastic layers also ``encoder/z1``, ``decoder/z1``, … per layer; ``baseline``, NVIL's
+    b_ψ, on ``nvil``'s rows of a run trained with it), ``snr``
     (mean over components of |E g| / std g), ``variance_mean`` and ``mean_norm`` ‖E g‖.
     Also added to the run's ``diagnostics.json`` with the checkpoint's ``epoch`` (rows of the
     same setting replace earlier ones). ``progress``: a bar over all gradients drawn.
+
+    ``nvil`` needs the baseline network its run was trained with (its gradient is measured with
+    the learned b_ψ and running average of the checkpoint); on a run trained with another
+    estimator it is a one-line error: a fresh, untrained baseline would report a variance that
+    no training run has.
     """
     if not estimators or not num_particles:
         raise PyroVAEError("diagnose needs at least one estimator and one --num-particles")
@@ -55,6 +62,8 @@ def diagnose_run(
     with run_lock(path):  # checked writable before any work: the results are not lost
         check_writable(path)
         run = load_run(path, device, data_dir, download, allow_other_data)
+        if any(getattr(e, "needs_baseline_net", False) for _, _, e in grid):
+            guide_baseline(run.guide)  # nvil on a run trained without its b_ψ: refused
         xb = first_test_images(run.data, batch_size, "--batch-size")
         yb = labels_for(run.model, run.data.test_y[: xb.shape[0]])
         bar = tqdm(total=len(grid) * samples, desc="gradients", disable=not progress)
@@ -66,9 +75,19 @@ def diagnose_run(
 
 def _row(run, name: str, k: int, estimator, samples: int, xb, yb, bar) -> dict[str, Any]:
     bar.set_postfix_str(f"{name} K={k}", refresh=False)
+    groups = default_groups(run.model, run.guide)
+    if not getattr(estimator, "needs_baseline_net", False):
+        groups.pop("baseline", None)  # b_ψ gets no gradient from this estimator
     with seeded(0):
         stats = gradient_statistics(
-            run.model, run.guide, xb, estimator, num_samples=samples, y=yb, on_sample=bar.update
+            run.model,
+            run.guide,
+            xb,
+            estimator,
+            num_samples=samples,
+            groups=groups,
+            y=yb,
+            on_sample=bar.update,
         )
     row: dict[str, Any] = {
         "epoch": run.epoch,
