@@ -5,6 +5,7 @@ resume."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 from pathlib import Path
@@ -325,3 +326,27 @@ def test_m2_learns_mnist_from_100_labels(tmp_path, capsys):
     )
     last = json.loads((run / METRICS).read_text().splitlines()[-1])
     assert last["test_accuracy"] >= 0.40
+
+
+def _benchmark():
+    spec = importlib.util.spec_from_file_location(
+        "semi_supervised_benchmark", ROOT / "benchmarks" / "semi_supervised.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_benchmark_script_trains_reads_and_tabulates(tmp_path, idx_dir, capsys):
+    bench = _benchmark()
+    assert bench.PYRO_TUTORIAL[100] == 0.9319 and bench.PYRO_TUTORIAL[3000] == 0.9582
+    flags = ["--data-dir", str(idx_dir), "--root", str(tmp_path), "--train-subset", "200"]
+    flags += ["--hidden", "16", "--latent-dim", "2", "--device", "cpu", "--epochs", "1"]
+    assert bench.main([*flags, "--labels", "8", "100", "--json", str(tmp_path / "t.json")]) == 0
+    out = capsys.readouterr().out
+    rows = json.loads((tmp_path / "t.json").read_text())
+    assert [r["labels"] for r in rows] == [8, 100] and out.count("\n| ") == 2
+    assert "| 100 | 1 |" in out and "| 0.9319 |" in out
+    mtime = (tmp_path / "labels-8" / CHECKPOINT).stat().st_mtime
+    assert bench.main([*flags, "--labels", "8"]) == 0  # read, not trained again
+    assert (tmp_path / "labels-8" / CHECKPOINT).stat().st_mtime == mtime
