@@ -122,6 +122,8 @@ def _print(results: dict) -> None:
             f"{results['log_px_bpd']:.4f} bits/dim)"
         )
         print(f"  effective samples    {results['ess']:.1f} of {results['num_samples']}")
+    if "test_accuracy" in results:  # M2's classifier q(y|x)
+        print(f"  test accuracy        {100 * results['test_accuracy']:.2f}% (q(y|x))")
     active = _per_layer(results["active_units"], results["latent_dim"])
     # flushed: the figures reach a pipe or a file before evaluation.json is written
     print(f"  active units         {active}", flush=True)

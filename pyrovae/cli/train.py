@@ -175,6 +175,8 @@ def run(args: argparse.Namespace) -> None:
             name, key = test_figure(config.beta, config.kl_warmup)
             last = history[-1]
             print(f"test {name} {last[key]:.2f} nats per image after epoch {last['epoch']}")
+            if "test_accuracy" in last:  # M2's classifier q(y|x)
+                print(f"test accuracy {100 * last['test_accuracy']:.2f}% (q(y|x))")
         print(f"run folder: {path}")
 
 

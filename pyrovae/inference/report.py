@@ -42,8 +42,10 @@ def epoch_line(
 ) -> str:
     """e.g. ``epoch 3/10: train bound L_5 -236.49, test ELBO -238.86 nats (3.8 s)``."""
     name, key = test_figure(beta, kl_warmup)
+    accuracy = record.get("test_accuracy")  # a model with a classifier q(y|x): M2
+    shown = "" if accuracy is None else f", test accuracy {100 * accuracy:.2f}%"
     return (
         f"epoch {record['epoch']}/{epochs}: train {train_name(estimator, beta, kl_warmup)} "
-        f"{record['train_elbo']:.2f}, test {name} {record[key]:.2f} nats "
+        f"{record['train_elbo']:.2f}, test {name} {record[key]:.2f} nats{shown} "
         f"({record['seconds']:.1f} s)"
     )

@@ -23,6 +23,7 @@ from pyrovae.core.distributed import (
     reported_by_root,
 )
 from pyrovae.core.errors import PyroVAEError, TrainingDiverged
+from pyrovae.core.labels import takes_labels
 from pyrovae.core.registry import lookup
 from pyrovae.core.runtime import set_seed
 from pyrovae.data.base import TrainingData
@@ -35,6 +36,7 @@ from pyrovae.inference.estimators import make_estimator
 from pyrovae.inference.evaluate import evaluate_elbo
 from pyrovae.inference.report import epoch_line, train_name
 from pyrovae.inference.schedules import LR_SCHEDULES, set_learning_rate
+from pyrovae.inference.semi_supervised import classification_accuracy
 
 EpochCallback = Callable[[dict[str, Any]], None]
 
@@ -160,7 +162,10 @@ def fit(
     Returns one record per epoch: ``train_elbo`` (mean of the per-step estimates while training)
     and ``test_elbo``, ``test_recon``, ``test_kl`` (see :func:`evaluate_elbo`), per datapoint in
     nats, ``beta`` and ``lr`` at the epoch's last step, and the epoch's wall time ``seconds``
-    (training steps only).
+    (training steps only). A guide with a classifier q(y|x) (``classify``: M2's) adds
+    ``test_accuracy``, the share of test images whose most probable class is their label.
+    Batches are the model/guide arguments as the data hands them out: x, (x, y), or M2's
+    (x_u, x_l, y_l) (:class:`~pyrovae.data.labelled.SemiSupervisedData`).
     """
     if isinstance(estimator, str):
         estimator = make_estimator(estimator, num_particles)
@@ -173,8 +178,9 @@ def fit(
     if start_epoch == 0:
         set_seed(rank_seed(seed, rank()))
     n = data.num_train
-    conditional = getattr(model, "num_classes", 0) > 0
+    conditional = takes_labels(model)
     test_y = data.test_y if conditional else None
+    classifies = hasattr(guide, "classify")  # q(y|x): M2's guide
     steps_per_epoch = num_batches(n, batch_size)
     beta_at = beta_schedule(beta, kl_warmup)
     scaled = beta != 1.0 or kl_warmup > 0
@@ -205,7 +211,7 @@ def fit(
         guide.train()
         start = time.perf_counter()
         for step, batch in enumerate(batches):
-            args = batch if conditional else (batch,)
+            args = batch if isinstance(batch, tuple) else (batch,)  # (x,), (x, y), …
             weight = beta_at((epoch - 1) * steps_per_epoch + step)
             if scheduled:
                 factor = schedule(epoch - 1, step, steps_per_epoch, epochs)
@@ -242,6 +248,10 @@ def fit(
             "lr": lr_now,
             "seconds": seconds,
         }
+        if classifies:
+            record["test_accuracy"] = from_root(
+                lambda: classification_accuracy(guide, data.test_x, data.test_y)
+            )
         history.append(record)
         if show:
             tqdm.write(epoch_line(record, epochs, estimator, beta, kl_warmup))

@@ -5,19 +5,22 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from pyro.infer import ELBO
 
 from pyrovae.core.errors import PyroVAEError
 from pyrovae.core.memory import available_bytes, format_bytes
 from pyrovae.core.registry import lookup
 from pyrovae.core.runtime import get_rng_state, set_rng_state
-from pyrovae.data.base import square_shape
+from pyrovae.data.base import TrainingData, square_shape
 from pyrovae.guides.families import GUIDES, DiagonalNormal
 from pyrovae.guides.guide import AmortizedGuide
 from pyrovae.guides.layers import StochasticLayer
 from pyrovae.inference.estimators import ESTIMATORS
 from pyrovae.inference.nvil import NVILBaseline
+from pyrovae.inference.semi_supervised import SemiSupervisedELBO, paper_alpha
 from pyrovae.models.likelihoods import get_likelihood
 from pyrovae.models.prior import PRIORS
+from pyrovae.models.semi_supervised import M2, M2Guide
 from pyrovae.models.vae import VAE
 from pyrovae.nets import MLP, NETS
 from pyrovae.runs.config import TrainConfig
@@ -47,6 +50,8 @@ def build_model_and_guide(
     b_ψ(x) in the guide (``guide.baseline``): trained by the same optimizer, saved with the guide.
     """
     shape = tuple(image_shape) if image_shape is not None else square_shape(num_pixels)
+    if config.semi_supervised:
+        return build_m2(config, num_pixels, num_classes, shape)
     dims = config.latent_dims
     family_cls = lookup(GUIDES, config.guide, "guide")
     likelihood = get_likelihood(config.likelihood, config.pixels)(num_pixels)
@@ -77,6 +82,36 @@ def build_model_and_guide(
     prior = lookup(PRIORS, config.prior, "prior")(dims[-1], guide=guide, num_pixels=num_pixels)
     model = VAE(prior, decoder, likelihood, num_classes=labels, image_shape=shape, layers=down)
     return model, guide
+
+
+def build_m2(
+    config: TrainConfig, num_pixels: int, num_classes: int, shape: tuple[int, int, int]
+) -> tuple[M2, M2Guide]:
+    """M2 (Kingma et al. 2014) for ``num_classes`` classes from the same parts as the VAE: the
+    classifier q(y|x) is an MLP over ``config.hidden`` (D → C), the encoder of q(z|x, y) one
+    over [x, onehot(y)] into the ``config.guide`` family, the decoder one over [z, onehot(y)]
+    (sizes reversed) into ``config.likelihood``; p(z) is the ``config.prior``."""
+    d, act = config.latent_dim, config.activation
+    family = lookup(GUIDES, config.guide, "guide")(d)
+    likelihood = get_likelihood(config.likelihood, config.pixels)(num_pixels)
+    classifier = MLP(num_pixels, config.hidden, num_classes, act)
+    encoder = MLP(num_pixels + num_classes, config.hidden, family.num_params, act)
+    decoder = MLP(
+        d + num_classes, config.hidden[::-1], num_pixels * likelihood.params_per_pixel, act
+    )
+    guide = M2Guide(classifier, encoder, family, num_classes)
+    prior = lookup(PRIORS, config.prior, "prior")(d, guide=guide, num_pixels=num_pixels)
+    return M2(prior, decoder, likelihood, num_classes, image_shape=shape), guide
+
+
+def build_estimator(config: TrainConfig, data: TrainingData) -> ELBO | str:
+    """The objective a run trains: M2's J^α for ``config.semi_supervised`` (α: ``config.alpha``,
+    or the paper's 0.1·N with N all training images), else the ``config.estimator`` name."""
+    if not config.semi_supervised:
+        return config.estimator
+    n_l, n_u = data.num_labelled, data.num_train
+    alpha = config.alpha if config.alpha is not None else paper_alpha(n_l + n_u)
+    return SemiSupervisedELBO(alpha, n_l, n_u, config.num_particles)
 
 
 # Bytes per parameter while training: the float32 value, its gradient and Adam's two moments.

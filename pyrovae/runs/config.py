@@ -123,6 +123,18 @@ class TrainConfig:
         "gradient recorded once per batch shape and compiled with torch.compile; for a model "
         "whose control flow depends on the data)",
     )
+    semi_supervised: bool = _opt(
+        False,
+        "M2 (Kingma et al. 2014): p(y) p(z) p(x|y,z), q(y|x) q(z|x,y); --labels N images keep "
+        "their labels, y is summed out for the rest",
+    )
+    labels: int | None = _opt(
+        None, "with --semi-supervised: labelled training images, balanced over classes", bounds=SIZE
+    )
+    alpha: float | None = _opt(
+        None,
+        "with --semi-supervised: weight α of E_labelled[−log q(y|x)] (default: the paper's 0.1·N)",
+    )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden", tuple(self.hidden))
@@ -189,6 +201,35 @@ class TrainConfig:
         if not (math.isfinite(self.beta) and self.beta >= 0):
             raise PyroVAEError(f"--beta must be a number ≥ 0, got {self.beta}")
         parse_device(self.device)
+        self._check_semi_supervised(dims)
+
+    def _check_semi_supervised(self, dims: tuple[int, ...]) -> None:
+        """--semi-supervised needs --labels; --labels and --alpha need it; what M2 cannot be."""
+        if not self.semi_supervised:
+            for name in ("labels", "alpha"):
+                if getattr(self, name) is not None:
+                    raise PyroVAEError(f"{flag(name)} needs --semi-supervised")
+            return
+        if self.labels is None:
+            raise PyroVAEError("--semi-supervised needs --labels N, the labelled images")
+        if self.alpha is not None and not (math.isfinite(self.alpha) and self.alpha >= 0):
+            raise PyroVAEError(f"--alpha must be a number ≥ 0, got {self.alpha}")
+        refused = {
+            "--conditional (M2 has y as a latent site already)": self.conditional,
+            "--autoencoder or --guide delta (q(z|x,y) needs a density)": self.guide == "delta",
+            "several --latent-dim sizes (M2 has one stochastic layer)": len(dims) > 1,
+            f"--estimator {self.estimator} (M2 sums y out with its own objective)": (
+                self.estimator != "elbo"
+            ),
+            f"--prior {self.prior} (M2's p(z) is the standard Normal)": self.prior != "normal",
+            f"--net {self.net} (M2's networks are MLPs)": self.net != "mlp",
+            "--beta or --kl-warmup (M2's objective is unweighted)": (
+                self.beta != 1.0 or self.kl_warmup > 0
+            ),
+        }
+        for what, bad in refused.items():
+            if bad:
+                raise PyroVAEError(f"--semi-supervised does not work with {what}")
 
     @property
     def latent_dims(self) -> tuple[int, ...]:

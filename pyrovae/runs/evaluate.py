@@ -20,6 +20,7 @@ from pyrovae.inference.marginal import (
     estimate_cost,
     log_marginal_likelihood,
 )
+from pyrovae.inference.semi_supervised import classification_accuracy
 from pyrovae.runs.folder import run_lock, write_evaluation
 from pyrovae.runs.load import first_test_images, load_run
 
@@ -57,6 +58,8 @@ def evaluate_run(
     ``log_px``: log p(x) ≈ log (1/K) Σ_k p(x, z_k)/q(z_k|x), K = ``num_samples`` (0 skips it),
     with ``log_px_stderr`` (over images), ``log_px_mc_stderr`` (Monte Carlo) and ``ess``;
     ``test_elbo_bpd`` and ``log_px_bpd``: the same in bits per dimension, −log p / (D ln 2);
+    ``test_accuracy`` (M2 runs): the share of test images whose most probable class under
+    q(y|x) is their label; M2's ELBO and log p(x) are those of the image alone, y summed over;
     ``active_units``: latent dimensions with Cov_x(E_q[z_j|x]) > 0.01, out of ``latent_dim``
     (with several stochastic layers, both are lists: one count and size per layer, bottom first).
     A point-mass guide (the autoencoder) has no density: ``point_mass`` is then true,
@@ -104,6 +107,10 @@ def _figures(run, x, y, num_samples: int, log_px: bool, progress: bool) -> dict[
         "test_kl": test["kl"],
         "test_elbo_bpd": bits_per_dim(test["elbo"], run.data.num_pixels),
     }
+    if hasattr(guide, "classify"):  # M2: its classifier q(y|x) on the same test images
+        figures["test_accuracy"] = classification_accuracy(
+            guide, x, run.data.test_y[: x.shape[0]]
+        )
     if not GUIDES[config.guide].has_density:  # Pyro's log q = 0: "KL" is −log p(z) at the code
         figures["point_mass"] = True
     if log_px:
@@ -117,7 +124,8 @@ def _figures(run, x, y, num_samples: int, log_px: bool, progress: bool) -> dict[
         )
     active = None  # a covariance over one image is undefined
     if x.shape[0] > 1:
-        active = list(active_units_by_site(guide, x, y).values())
+        by_site = active_units_by_site(guide, x, y)
+        active = [by_site[site] for site in guide.sites]  # z's sites, not M2's class y
         active = active[0] if len(active) == 1 else active
     figures["active_units"] = active
     figures["latent_dim"] = config.to_dict()["latent_dim"]

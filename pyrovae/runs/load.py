@@ -18,6 +18,7 @@ from pyrovae.core.errors import PyroVAEError, ShapeError
 from pyrovae.core.runtime import resolve_device
 from pyrovae.data.base import TrainingData
 from pyrovae.data.images import load_data
+from pyrovae.data.labelled import SemiSupervisedData
 from pyrovae.runs.build import build_model_and_guide, check_fits
 from pyrovae.runs.checkpoint import checkpoint_history, load_checkpoint
 from pyrovae.runs.config import TrainConfig
@@ -54,6 +55,8 @@ def run_data(
         stream=True if config.stream else None,
         workers=config.workers,
     )
+    if config.semi_supervised:
+        data = SemiSupervisedData(data, config.labels, config.seed)
     expected = (recorded or {}).get("sha256")
     found = data.origin.sha256 if data.origin is not None else None
     if expected and found != expected and not allow_other_data:

@@ -43,6 +43,8 @@ def sample_run(
 ) -> Path:
     """Draw ``num`` images E[x|z], z ~ p(z) (for ``label`` with a conditional VAE) and save them
     as a PNG grid (default: ``samples.png`` or ``samples-label-<y>.png`` in the run folder).
+    An M2 run (``--semi-supervised``) without ``label`` draws ``num`` rows, one style z ~ p(z)
+    each, and one column per class y: E[x|z, y].
     An existing file is replaced only with ``force``."""
     path = Path(run_dir)
     config = read_config(path)
@@ -50,7 +52,7 @@ def sample_run(
     SEED.check("--seed", seed)
     meta = read_run_meta(path)
     num_classes = int(meta.get("num_classes", 0))
-    if label is not None and not config.conditional:
+    if label is not None and not (config.conditional or config.semi_supervised):
         raise PyroVAEError(f"{path} is not a conditional VAE; drop --label or train --conditional")
     if label is not None and not 0 <= label < num_classes:
         raise PyroVAEError(f"--label must be between 0 and {num_classes - 1}, got {label}")
@@ -70,7 +72,16 @@ def sample_run(
         state = load_checkpoint(path, dev)
         model, _ = restore(config, state, int(meta["num_pixels"]), num_classes, dev, shape)
         y = None if label is None else torch.full((num,), label, dtype=torch.long, device=dev)
-        with seeded(seed):
-            images = model.generate(num, y)  # (num, D)
-        save_figure(image_grid(as_images(images, model.image_shape).cpu()), target)
+        if config.semi_supervised and label is None:  # M2: a column per class, a style per row
+            with seeded(seed):
+                images = model.class_grid(num)  # (num · C, D)
+            columns = [str(c) for c in range(num_classes)]
+            grid = image_grid(
+                as_images(images, model.image_shape).cpu(), num_classes, col_labels=columns
+            )
+        else:
+            with seeded(seed):
+                images = model.generate(num, y)  # (num, D)
+            grid = image_grid(as_images(images, model.image_shape).cpu())
+        save_figure(grid, target)
     return target

@@ -36,6 +36,7 @@ from pyrovae.core.runtime import get_rng_state, seeded, set_rng_state, set_seed
 from pyrovae.data.base import TrainingData
 from pyrovae.inference.estimators import make_estimator
 from pyrovae.inference.train import fit, make_optimizer
+from pyrovae.runs.build import build_estimator
 from pyrovae.runs.checkpoint import checkpoint_history, save_checkpoint
 from pyrovae.runs.config import TrainConfig
 from pyrovae.runs.figures import LatentSnapshots, standard_figures
@@ -66,7 +67,10 @@ def _preflight(config: TrainConfig, model, guide, data: TrainingData) -> None:
         x = data.train_head(b, config.seed)
         y = labels_for(model, data.train_y[:b])
         args = (x,) if y is None else (x, y)
-        loss = make_estimator(config.estimator, config.num_particles).loss(model, guide, *args)
+        estimator = build_estimator(config, data)
+        if isinstance(estimator, str):
+            estimator = make_estimator(estimator, config.num_particles)
+        loss = estimator.loss(model, guide, *args)
     if not math.isfinite(loss):
         raise PyroVAEError(f"the loss at initialization is {loss}; check the data and settings")
 
@@ -176,7 +180,7 @@ def _train(
             model,
             guide,
             data,
-            config.estimator,
+            build_estimator(config, data),
             seed=config.seed,
             optimizer=optimizer,
             start_epoch=start_epoch,
