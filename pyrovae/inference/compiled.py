@@ -24,8 +24,10 @@ handlers break the graph in a dozen places and the step gets slower, not faster.
   errors surface as they would eagerly). Its draws, and recording's, are discarded (the
   generator state is put back), so every step, the first included, runs the compiled graph:
   a resumed run is the same run.
-- **Scales as inputs.** The scales of enclosing handlers (a β on the latent sites, warmed up
-  step by step) are tensor inputs, so a KL warm-up reuses one graph.
+- **Scales and temperatures as inputs.** The scales of enclosing handlers (a β on the latent
+  sites, warmed up step by step) and the temperature of a relaxed discrete code (annealed,
+  :mod:`~pyrovae.inference.temperature`) are tensor inputs, so a KL warm-up or an annealed τ
+  reuses one graph and never goes stale.
 - **Never silent.** Where recording or compiling fails, the step runs eagerly from then on for
   that signature, and one line names the reason. The compile time is reported once per graph.
 - **Cache.** Inductor's compiled kernels are kept in ``$XDG_CACHE_HOME/pyrovae/inductor`` (unless

@@ -17,6 +17,7 @@ class IWAE(ParticleELBO):
     """``iwae``: L_K with its reparameterized gradient Σ_k w̃_k ∇ log w_k, w̃ = w / Σ_j w_j."""
 
     description = "importance-weighted bound L_K = log (1/K) Σ_k w_k, tighter than the ELBO"
+    name = "iwae"
 
     def bound(self, p: Particles) -> torch.Tensor:
         return log_mean_exp(p.log_w, dim=0).sum()
@@ -43,6 +44,7 @@ class DReG(IWAE):
     """
 
     description = "L_K with the doubly-reparameterized encoder gradient: SNR not decaying in K"
+    name = "iwae-dreg"
 
     @staticmethod
     def encoder_weights(w: torch.Tensor) -> torch.Tensor:

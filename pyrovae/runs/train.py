@@ -160,6 +160,7 @@ def fit_settings(config: TrainConfig) -> dict[str, Any]:
         "beta": config.beta,
         "kl_warmup": config.kl_warmup,
         "lr_schedule": config.lr_schedule,
+        "temperature": config.temperature_schedule(),
         "divergence_factor": config.divergence_factor,
         "compile": not config.no_compile,
     }
