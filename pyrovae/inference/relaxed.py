@@ -88,6 +88,7 @@ class GumbelSoftmax(RelaxedELBO):
 
     description = "discrete codes: relaxed (Concrete) draw at an annealed τ; biased, low variance"
     name = "gumbel-softmax"
+    objective = "relaxed ELBO"  # what train_elbo is: the decoder read relaxed codes
     hard = False
 
 

@@ -12,8 +12,11 @@ from pyrovae.inference.iwae import IWAE
 
 
 def bound_name(estimator: ELBO) -> str:
-    """``bound L_K`` for the importance-weighted estimators (K their particles), else ``ELBO``."""
-    return f"bound L_{estimator.num_particles}" if isinstance(estimator, IWAE) else "ELBO"
+    """``bound L_K`` for the importance-weighted estimators (K their particles), an estimator's
+    own ``objective`` where it trains another one (a relaxed code's), else ``ELBO``."""
+    if isinstance(estimator, IWAE):
+        return f"bound L_{estimator.num_particles}"
+    return getattr(estimator, "objective", "ELBO")
 
 
 def reconstruction_only(beta: float, kl_warmup: int = 0) -> bool:

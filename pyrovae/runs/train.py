@@ -102,7 +102,8 @@ class RunWriter:
         self.history = list(history)
         self.figures = figures
         self.snapshots = None
-        if figures and config.latent_dims[0] == 2:  # codes of z (or of the bottom layer z1)
+        continuous = guide.family.latent_kind == "continuous"  # a discrete code has no plane
+        if figures and config.latent_dims[0] == 2 and continuous:  # codes of z (or of z1)
             self.snapshots = on_root(
                 lambda: LatentSnapshots(path, model, guide, data, start_epoch)
             )
