@@ -17,6 +17,7 @@ from pyrovae.inference.kl import analytic_kl
 from pyrovae.inference.temperature import Temperature, temperature_schedule
 
 D = 12  # pixels of the small model
+F64 = torch.float64
 
 # The 9 joint states of 2 groups × 3 categories, written out: one-hot of group 1, then group 2.
 CATEGORICAL_STATES = [
@@ -185,8 +186,9 @@ def test_relaxation_bias_shrinks_as_the_temperature_falls():
     distances, noise = [], []
     for tau in TEMPERATURES:
         mean = _mean_gradient(model, q, x, "gumbel-softmax", tau, 4000)
-        small = torch.stack([_mean_gradient(model, q, x, "gumbel-softmax", tau, 200)
-                             for _ in range(20)])
+        small = torch.stack(
+            [_mean_gradient(model, q, x, "gumbel-softmax", tau, 200) for _ in range(20)]
+        )
         se = small.std(0) * math.sqrt(200 / 4000)  # s.e. of the K = 4000 mean, per component
         distances.append((mean - exact).norm().item())
         noise.append(se.norm().item())
@@ -212,15 +214,20 @@ def test_straight_through_value_is_the_elbo_estimate_at_its_hard_draw():
     assert estimator.bound(p).item() == pytest.approx((log_lik - kl).sum().item(), abs=1e-9)
     params = [*model.parameters(), *q.parameters()]
     exact = torch.cat(
-        [g.flatten() for g in torch.autograd.grad(
-            make_estimator("enumerate").differentiable_loss(model, q, x), params)]
+        [
+            g.flatten()
+            for g in torch.autograd.grad(
+                make_estimator("enumerate").differentiable_loss(model, q, x), params
+            )
+        ]
     )
     # an unbiased mean would sit about ‖s.e.‖ from the exact gradient (a norm of N(0, se_j²));
     # s.e. of the K = 20000 mean from 20 means of 1000 draws, as in the relaxation test above
     set_seed(1)
     mean = _mean_gradient(model, q, x, "straight-through", 0.7, 20000)
-    small = torch.stack([_mean_gradient(model, q, x, "straight-through", 0.7, 1000)
-                         for _ in range(20)])
+    small = torch.stack(
+        [_mean_gradient(model, q, x, "straight-through", 0.7, 1000) for _ in range(20)]
+    )
     se = (small.std(0) * math.sqrt(1000 / 20000)).norm().item()
     assert (mean - exact).norm().item() > 5 * se
 
@@ -233,8 +240,12 @@ def test_temperature_schedule_values():
     assert tau(1999) == pytest.approx(math.exp(-0.15))
     assert tau(10**6) == 0.5
     fast = temperature_schedule(initial=2.0, minimum=0.1, rate=0.01, interval=10)
-    assert [round(fast(t), 6) for t in (0, 9, 10, 25)] == [2.0, 2.0, round(2 * math.exp(-0.1), 6),
-                                                           round(2 * math.exp(-0.2), 6)]
+    assert [round(fast(t), 6) for t in (0, 9, 10, 25)] == [
+        2.0,
+        2.0,
+        round(2 * math.exp(-0.1), 6),
+        round(2 * math.exp(-0.2), 6),
+    ]
     with pytest.raises(PyroVAEError, match="--temperature-min must be a positive number"):
         temperature_schedule(minimum=0.0)
 
@@ -264,3 +275,26 @@ def test_compiled_step_follows_the_temperature(name):
         for p, g in zip(params, want, strict=True):
             torch.testing.assert_close(p.grad, g, rtol=1e-4, atol=1e-5)
     assert compiled.num_graphs == 1 and not compiled.stats.fallbacks
+
+
+@pytest.mark.parametrize("guide", sorted(CODES))
+def test_discrete_priors_are_uniform_and_broadcast_over_plates(guide):
+    """p(z) = 1/S for each of the S states; batch () expands to (K, B) under the plates."""
+    import pyro
+    from pyro import poutine
+
+    model, _, _ = _small(guide)
+    prior = model.prior()
+    states = torch.tensor(CODES[guide]["states"], dtype=torch.float64)
+    assert prior.batch_shape == () and prior.event_shape == (states.shape[1],)
+    torch.testing.assert_close(
+        prior.log_prob(states), torch.full((len(states),), -math.log(len(states)), dtype=F64)
+    )
+
+    def sampled():
+        with pyro.plate("particles", 4, dim=-2), pyro.plate("data", 5, dim=-1):
+            return pyro.sample("z", model.prior())
+
+    site = poutine.trace(sampled).get_trace().nodes["z"]
+    assert site["value"].shape == (4, 5, states.shape[1])
+    assert site["fn"].log_prob(site["value"]).shape == (4, 5)

@@ -121,7 +121,7 @@ class Categoricals(_Code):
     def _hard(self, scores: torch.Tensor) -> torch.Tensor:
         return _one_hot(scores.argmax(-1), self.categories, scores.dtype)  # Gumbel-max
 
-    def sample(self, sample_shape=torch.Size()) -> torch.Tensor:
+    def sample(self, sample_shape=()) -> torch.Tensor:
         with torch.no_grad():
             return self._hard(self._scores(torch.Size(sample_shape))).flatten(-2)
 
@@ -179,7 +179,7 @@ class Bernoullis(_Code):
         u = self._noise(sample_shape)
         return self.logits + torch.log(u) - torch.log1p(-u)
 
-    def sample(self, sample_shape=torch.Size()) -> torch.Tensor:
+    def sample(self, sample_shape=()) -> torch.Tensor:
         with torch.no_grad():
             return (self._scores(torch.Size(sample_shape)) > 0).to(self.logits.dtype)
 
@@ -230,7 +230,7 @@ class Relaxed(TorchDistribution):
     def expand(self, batch_shape, _instance=None) -> Relaxed:
         return Relaxed(self.base.expand(batch_shape), self.temperature, self.hard)
 
-    def rsample(self, sample_shape=torch.Size()) -> torch.Tensor:
+    def rsample(self, sample_shape=()) -> torch.Tensor:
         return self.base.relaxed_sample(torch.Size(sample_shape), self.temperature, self.hard)
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:

@@ -54,15 +54,11 @@ def check_sites(trace, kinds: Iterable[str], name: str) -> None:
 
 
 def refusal(name: str, kind: str, site: str = "z") -> str:
-    """The one line that says estimator ``name`` does not apply to a site of ``kind``, and
-    which registered estimators do."""
-    from pyrovae.inference.estimators import ESTIMATORS  # the registry is built on this module
-
+    """The one line that says estimator ``name`` does not apply to a site of ``kind`` (the
+    configuration's own check lists the registered estimators that do)."""
     why = {
-        DISCRETE: "its gradient is pathwise, and a discrete z has no path to φ",
+        DISCRETE: "its gradient is pathwise, and a discrete z has no path to φ (use enumerate, "
+        "gumbel-softmax, straight-through or a score-function estimator)",
         CONTINUOUS: "it is for discrete codes (--guide categorical or bernoulli)",
     }[kind]
-    return (
-        f"{name} does not apply to the {kind} latent site {site!r}: {why}; use one of: "
-        f"{', '.join(applicable(ESTIMATORS, kind))}"
-    )
+    return f"{name} does not apply to the {kind} latent site {site!r}: {why}"

@@ -146,7 +146,8 @@ def fit(
     (``annealed``: gumbel-softmax, straight-through); default Jang et al.'s
     :func:`~pyrovae.inference.temperature.temperature_schedule`. Each step runs inside a
     :class:`~pyrovae.inference.temperature.Temperature` (an input of the compiled graph, like
-    β), and the record holds the epoch's last ``temperature``. ``lr_schedule``: a name in :data:`~pyrovae.inference.schedules.LR_SCHEDULES`,
+    β), and the record holds the epoch's last ``temperature``.
+    ``lr_schedule``: a name in :data:`~pyrovae.inference.schedules.LR_SCHEDULES`,
     applied to the optimizer's initial learning rate at every step (a function of epoch and step
     only, so resuming follows it exactly). ``divergence_factor``: stop a run whose loss has
     blown up without becoming NaN (:mod:`~pyrovae.inference.divergence`; 0: only NaN stops it).

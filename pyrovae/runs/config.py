@@ -24,6 +24,7 @@ from pyrovae.guides.families import GUIDES
 from pyrovae.inference.divergence import DIVERGENCE_FACTOR
 from pyrovae.inference.estimators import ESTIMATORS, make_estimator
 from pyrovae.inference.kinds import applicable, estimator_kinds
+from pyrovae.inference.schedules import LR_SCHEDULES, burda_epochs
 from pyrovae.inference.temperature import (
     TEMPERATURE,
     TEMPERATURE_INTERVAL,
@@ -32,7 +33,6 @@ from pyrovae.inference.temperature import (
     check_schedule,
     temperature_schedule,
 )
-from pyrovae.inference.schedules import LR_SCHEDULES, burda_epochs
 from pyrovae.models.likelihoods import LIKELIHOODS, get_likelihood
 from pyrovae.models.prior import PRIORS
 from pyrovae.nets import ACTIVATIONS, NETS
