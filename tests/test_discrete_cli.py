@@ -84,6 +84,20 @@ REFUSED = {
         ["--estimator", "gumbel-softmax"],
         "--estimator gumbel-softmax does not apply",
     ),
+    "a discrete code stacked in layers": (
+        [
+            "--estimator",
+            "enumerate",
+            "--guide",
+            "bernoulli",
+            "--prior",
+            "bernoulli",
+            "--latent-dim",
+            "4",
+            "3",
+        ],
+        "--guide bernoulli is one discrete layer",
+    ),
     "enumerate with particles": (
         ["--estimator", "enumerate", *CATEGORICAL, "--num-particles", "2"],
         "enumerate sums over every state exactly",
