@@ -15,11 +15,12 @@ from pyro.infer import ELBO, TraceEnum_ELBO
 
 from pyrovae.core.errors import PyroVAEError
 
-PAPER_ALPHA_FACTOR = 0.1  # Kingma et al. 2014, Section 3.1.2: α = 0.1·N
+PAPER_ALPHA_FACTOR = 0.1  # Kingma et al. 2014: α = 0.1·N (their code, nips14-ssl, does the same)
 
 
 def paper_alpha(num_train: int) -> float:
-    """α = 0.1·N, N the training images (labelled and unlabelled), as the paper sets it."""
+    """α = 0.1·N, N the training images (labelled and unlabelled): the authors' code weights
+    the labelled −log q(y|x) by 0.1·N/N_l per image."""
     return PAPER_ALPHA_FACTOR * num_train
 
 
@@ -37,6 +38,10 @@ class SemiSupervisedELBO(ELBO):
     ``fit`` divides the epoch's sum by the images it visits (N_u), so its ``train_elbo`` is
     −J^α / N_u: mostly −U per unlabelled image, plus the labelled terms spread over them.
     """
+
+    # TraceEnum_ELBO reads values to select entries (a data-dependent .item()): no recorded
+    # graph can hold its step, so the compiled path runs it eagerly, saying so once
+    compilable = False
 
     def __init__(
         self,

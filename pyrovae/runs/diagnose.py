@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +14,11 @@ from pyrovae.core.files import check_writable
 from pyrovae.core.labels import labels_for
 from pyrovae.core.ranges import SIZE, IntRange
 from pyrovae.core.runtime import seeded
+from pyrovae.data.batches import num_batches
 from pyrovae.inference.diagnostics import default_groups, gradient_statistics
 from pyrovae.inference.estimators import make_estimator
 from pyrovae.inference.nvil import guide_baseline
+from pyrovae.inference.temperature import Temperature
 from pyrovae.runs.folder import run_lock, write_diagnostics
 from pyrovae.runs.load import first_test_images, load_run
 
@@ -49,7 +52,9 @@ def diagnose_run(
     ``nvil`` needs the baseline network its run was trained with (its gradient is measured with
     the learned b_ψ and running average of the checkpoint); on a run trained with another
     estimator it is a one-line error: a fresh, untrained baseline would report a variance that
-    no training run has.
+    no training run has. The relaxed estimators (``gumbel-softmax``, ``straight-through``) are
+    measured at the temperature of the checkpoint's last training step, recorded as
+    ``temperature``.
     """
     if not estimators or not num_particles:
         raise PyroVAEError("diagnose needs at least one estimator and one --num-particles")
@@ -78,7 +83,9 @@ def _row(run, name: str, k: int, estimator, samples: int, xb, yb, bar) -> dict[s
     groups = default_groups(run.model, run.guide)
     if not getattr(estimator, "needs_baseline_net", False):
         groups.pop("baseline", None)  # b_ψ gets no gradient from this estimator
-    with seeded(0):
+    annealed = getattr(estimator, "annealed", False)
+    tau = _temperature(run) if annealed else None
+    with seeded(0), Temperature(tau) if annealed else nullcontext():
         stats = gradient_statistics(
             run.model,
             run.guide,
@@ -96,6 +103,14 @@ def _row(run, name: str, k: int, estimator, samples: int, xb, yb, bar) -> dict[s
         "samples": samples,
         "batch_size": int(xb.shape[0]),
     }
+    if annealed:
+        row["temperature"] = tau
     for group, figures in stats.items():
         row[group] = {key: figures[key] for key in DIAGNOSTIC_FIGURES}
     return row
+
+
+def _temperature(run) -> float:
+    """τ at the checkpoint's last step: a relaxed estimator is measured where training left it."""
+    steps = num_batches(run.data.num_train, run.config.batch_size)
+    return run.config.temperature_schedule()(max(run.epoch * steps - 1, 0))

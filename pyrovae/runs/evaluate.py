@@ -61,7 +61,8 @@ def evaluate_run(
     ``test_accuracy`` (M2 runs): the share of test images whose most probable class under
     q(y|x) is their label; M2's ELBO and log p(x) are those of the image alone, y summed over;
     ``active_units``: latent dimensions with Cov_x(E_q[z_j|x]) > 0.01, out of ``latent_dim``
-    (with several stochastic layers, both are lists: one count and size per layer, bottom first).
+    (with several stochastic layers, both are lists: one count and size per layer, bottom first;
+    for a discrete code ``latent_dim`` is its number of values, G·C for a categorical one).
     A point-mass guide (the autoencoder) has no density: ``point_mass`` is then true,
     ``test_kl`` holds −log p(z) at the code (Pyro's log q = 0), ``test_elbo`` is no bound, and
     no log p(x) is estimated (importance sampling needs q's density).
@@ -128,7 +129,10 @@ def _figures(run, x, y, num_samples: int, log_px: bool, progress: bool) -> dict[
         active = [by_site[site] for site in guide.sites]  # z's sites, not M2's class y
         active = active[0] if len(active) == 1 else active
     figures["active_units"] = active
-    figures["latent_dim"] = config.to_dict()["latent_dim"]
+    dims = config.to_dict()["latent_dim"]
+    # a categorical code's means are its G·C one-hot probabilities: count out of those
+    code_dim = getattr(getattr(guide, "family", None), "code_dim", None)
+    figures["latent_dim"] = code_dim if isinstance(dims, int) and code_dim else dims
     return figures
 
 

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from pyrovae import plots
+from pyrovae.core.errors import Note
 from pyrovae.core.labels import labels_for
 from pyrovae.core.runtime import seeded
 from pyrovae.data.base import TrainingData
@@ -149,7 +150,7 @@ def _head(y: torch.Tensor | None, n: int) -> torch.Tensor | None:
 
 
 def _noted(note: Callable[[str], None] | None) -> Callable[[str], None]:
-    return note if note is not None else (lambda text: warnings.warn(text, stacklevel=3))
+    return note if note is not None else (lambda text: warnings.warn(text, Note, stacklevel=3))
 
 
 def diagnostic_figures(
