@@ -29,10 +29,10 @@ from pyrovae.core.registry import lookup
 from pyrovae.inference.analytic_kl import AnalyticKL
 from pyrovae.inference.enumerate import Enumerate
 from pyrovae.inference.iwae import IWAE, DReG
-from pyrovae.inference.nvil import NVIL
-from pyrovae.inference.rws import RWS
 from pyrovae.inference.kinds import CONTINUOUS, DEFAULT_KINDS, DISCRETE, check_sites
+from pyrovae.inference.nvil import NVIL
 from pyrovae.inference.relaxed import GumbelSoftmax, StraightThrough
+from pyrovae.inference.rws import RWS
 from pyrovae.inference.score_function import ScoreFunctionELBO
 from pyrovae.inference.stl import STL
 from pyrovae.inference.vimco import VIMCO
