@@ -28,13 +28,17 @@ from pyrovae.inference import (
 )
 from pyrovae.inference.beta import LatentScale
 from pyrovae.inference.estimators import ESTIMATORS, make_estimator
+from pyrovae.inference.kinds import applicable
 from pyrovae.models.linear_gaussian import HierarchicalLinearGuide
 from pyrovae.runs.checkpoint import load_checkpoint
 from pyrovae.runs.folder import CONFIG, DIAGNOSTICS, EVALUATION, FIGURES
 
+# estimators for continuous codes (the discrete ones: test_discrete_codes.py)
+CONTINUOUS = applicable(ESTIMATORS, "continuous")
+
 D = 784
 TWO = {"latent_dim": (4, 3), "hidden": (16,), "upper_hidden": (8,)}
-PATHWISE = [n for n in ESTIMATORS if n != "analytic-kl"]
+PATHWISE = [n for n in CONTINUOUS if n != "analytic-kl"]
 
 
 def two_layers(device="cpu", seed=0, **changes):
@@ -150,7 +154,7 @@ def test_analytic_kl_is_refused_in_one_line():
 
 
 def _fast_cases():
-    for name in ESTIMATORS:
+    for name in CONTINUOUS:
         if name == "analytic-kl":
             continue
         for k in (1, 3):

@@ -1,5 +1,13 @@
 """Guides: the amortized guide and the posterior families its encoder parameterizes."""
 
+from pyrovae.guides.discrete import (
+    ENUMERATION_LIMIT,
+    BernoulliCode,
+    Bernoullis,
+    CategoricalCode,
+    Categoricals,
+    Relaxed,
+)
 from pyrovae.guides.families import (
     GUIDES,
     MIN_SCALE,
@@ -15,9 +23,14 @@ from pyrovae.guides.families import (
 from pyrovae.guides.guide import AmortizedGuide
 
 __all__ = [
+    "ENUMERATION_LIMIT",
     "GUIDES",
     "MIN_SCALE",
     "AmortizedGuide",
+    "BernoulliCode",
+    "Bernoullis",
+    "CategoricalCode",
+    "Categoricals",
     "DiagonalLaplace",
     "DiagonalLogistic",
     "DiagonalNormal",
@@ -26,4 +39,5 @@ __all__ = [
     "FullCovarianceNormal",
     "InverseAutoregressiveFlow",
     "PointMass",
+    "Relaxed",
 ]

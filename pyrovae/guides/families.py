@@ -1,8 +1,11 @@
 """Posterior families: the encoder's raw output ↦ q_φ(z|x), always reparameterized.
 
-A family is an ``nn.Module`` built for a latent dimension d. It declares ``num_params``, how many
-raw encoder outputs one datapoint needs, and maps raw outputs of shape (B, num_params) to a
-distribution with batch shape (B,) and event shape (d,) that has ``rsample``. A family may hold
+A family is an ``nn.Module`` built for a latent dimension d, ``family_cls(d, **options)`` (keyword
+options such as ``categories`` that a family does not use are ignored, as priors do). It declares
+``num_params``, how many raw encoder outputs one datapoint needs, and maps raw outputs of shape
+(B, num_params) to a distribution with batch shape (B,) and event shape (code_dim,): the
+continuous families here have ``rsample`` and code_dim = d; the discrete codes of
+:mod:`~pyrovae.guides.discrete` (``latent_kind = "discrete"``) do not. A family may hold
 trainable parameters of its own (the flow's layers): they are then part of the guide's
 ``.parameters()`` and of its ``state_dict``.
 
@@ -12,7 +15,7 @@ loss, which training catches, not as a ValueError from deep inside a trace.
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
+from typing import Any
 
 import pyro.distributions as dist
 import torch
@@ -21,6 +24,9 @@ from pyro.distributions.transforms import AffineAutoregressive
 from pyro.nn import AutoRegressiveNN
 from torch import nn
 from torch.distributions.utils import clamp_probs
+
+from pyrovae.guides.discrete import BernoulliCode, CategoricalCode
+from pyrovae.guides.family import Family
 
 MIN_SCALE = 1e-4
 
@@ -31,30 +37,12 @@ def loc_and_scale(raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return loc, F.softplus(rho) + MIN_SCALE
 
 
-class Family(nn.Module, ABC):
-    """A guide family over z ∈ ℝ^d: ``num_params`` raw encoder outputs per datapoint ↦ q_φ(z|x)."""
-
-    num_params: int  # raw encoder outputs per datapoint
-    has_density = True  # False for a point mass: no KL, no importance sampling from it
-
-    def __init__(self, latent_dim: int) -> None:
-        super().__init__()
-        self.latent_dim = latent_dim
-
-    @abstractmethod
-    def forward(self, raw: torch.Tensor) -> dist.Distribution:
-        """q_φ(z|x) for raw outputs (B, num_params): batch shape (B,), event shape (d,)."""
-
-    def extra_repr(self) -> str:
-        return f"latent_dim={self.latent_dim}, num_params={self.num_params}"
-
-
 class DiagonalNormal(Family):
     """``normal``: q_φ(z|x) = N(μ, diag σ²); raw = cat(μ, ρ), σ = softplus(ρ) + 10⁻⁴."""
 
     description = "diagonal Normal N(μ, diag σ²)"
 
-    def __init__(self, latent_dim: int) -> None:
+    def __init__(self, latent_dim: int, **options: Any) -> None:
         super().__init__(latent_dim)
         self.num_params = 2 * latent_dim
 
@@ -73,7 +61,7 @@ class FullCovarianceNormal(Family):
 
     description = "Normal with a full covariance L Lᵀ"
 
-    def __init__(self, latent_dim: int) -> None:
+    def __init__(self, latent_dim: int, **options: Any) -> None:
         super().__init__(latent_dim)
         d = latent_dim
         self.num_params = d + d * (d + 1) // 2
@@ -97,7 +85,7 @@ class DiagonalLaplace(Family):
 
     description = "diagonal Laplace: heavier tails than the Normal"
 
-    def __init__(self, latent_dim: int) -> None:
+    def __init__(self, latent_dim: int, **options: Any) -> None:
         super().__init__(latent_dim)
         self.num_params = 2 * latent_dim
 
@@ -117,7 +105,7 @@ class DiagonalStudentT(Family):
 
     description = "diagonal Student-t with 5 degrees of freedom"
 
-    def __init__(self, latent_dim: int, df: float = 5.0) -> None:
+    def __init__(self, latent_dim: int, df: float = 5.0, **options: Any) -> None:
         super().__init__(latent_dim)
         self.num_params = 2 * latent_dim
         self.df = float(df)
@@ -151,7 +139,7 @@ class DiagonalLogistic(Family):
 
     description = "diagonal logistic"
 
-    def __init__(self, latent_dim: int) -> None:
+    def __init__(self, latent_dim: int, **options: Any) -> None:
         super().__init__(latent_dim)
         self.num_params = 2 * latent_dim
 
@@ -179,7 +167,11 @@ class InverseAutoregressiveFlow(Family):
     description = "diagonal Normal through 2 inverse autoregressive flow layers"
 
     def __init__(
-        self, latent_dim: int, num_layers: int = 2, hidden: tuple[int, ...] | None = None
+        self,
+        latent_dim: int,
+        num_layers: int = 2,
+        hidden: tuple[int, ...] | None = None,
+        **options: Any,
     ) -> None:
         super().__init__(latent_dim)
         d = latent_dim
@@ -212,7 +204,7 @@ class PointMass(Family):
     description = "point mass at the encoder's output: the autoencoder (use with β = 0)"
     has_density = False
 
-    def __init__(self, latent_dim: int) -> None:
+    def __init__(self, latent_dim: int, **options: Any) -> None:
         super().__init__(latent_dim)
         self.num_params = latent_dim
 
@@ -228,4 +220,6 @@ GUIDES: dict[str, type[Family]] = {
     "logistic": DiagonalLogistic,
     "flow": InverseAutoregressiveFlow,
     "delta": PointMass,
+    "categorical": CategoricalCode,
+    "bernoulli": BernoulliCode,
 }

@@ -23,52 +23,11 @@ class AnalyticKL(ParticleELBO):
     """
 
     description = "ELBO with KL(q ‖ p) in closed form: lower variance; an error where it has none"
+    name = "analytic-kl"
 
     def per_particle(self, p: Particles) -> torch.Tensor:
         """Σ log p(x|z_k) − Σ s_z KL per particle and datapoint, (K, B)."""
-        _check_order(p)
-        total = 0.0
-        for name, site in p.model_trace.nodes.items():
-            if site["type"] != "sample":
-                continue
-            if site["is_observed"]:
-                total = total + site["log_prob"]  # (K, B), scaled and masked
-                continue
-            guide_site = p.guide_trace.nodes.get(name)
-            if guide_site is None or guide_site["type"] != "sample":
-                raise PyroVAEError(
-                    f"analytic-kl needs a guide site for every latent site; {name!r} has none"
-                )
-            total = total - self._site_kl(name, guide_site, site)
-        for name, site in p.guide_trace.nodes.items():
-            if site["type"] == "sample" and name not in p.model_trace.nodes:
-                raise PyroVAEError(f"analytic-kl: guide site {name!r} is not in the model")
-        if not isinstance(total, torch.Tensor) or total.dim() != 2:
-            raise PyroVAEError(
-                "analytic-kl needs every sample site inside one 'data' plate (local latents only)"
-            )
-        return total
-
-    @staticmethod
-    def _site_kl(name: str, guide_site: dict, model_site: dict) -> torch.Tensor:
-        q, prior = guide_site["fn"], model_site["fn"]
-        kl = analytic_kl(q, prior)
-        if kl is None:
-            raise PyroVAEError(
-                f"analytic-kl has no closed-form KL between the guide's {describe(q)} and the "
-                f"prior's {describe(prior)} at site {name!r}; use --estimator elbo"
-            )
-        scale = guide_site["scale"]
-        if not _same_scale(scale, model_site["scale"]):
-            raise PyroVAEError(
-                f"analytic-kl needs site {name!r} scaled alike in model and guide (a β on the "
-                "latent site scales both)"
-            )
-        mask = guide_site["mask"]
-        kl = kl * scale
-        if mask is not None:
-            kl = torch.where(mask, kl, kl.new_zeros(()))
-        return kl.expand(guide_site["log_prob"].shape)  # (K, B): the same KL for every particle
+        return kl_form(p, "analytic-kl")
 
     def bound(self, p: Particles) -> torch.Tensor:
         return self.per_particle(p).mean(0).sum()
@@ -78,7 +37,56 @@ class AnalyticKL(ParticleELBO):
         return bound
 
 
-def _check_order(p: Particles) -> None:
+def kl_form(p: Particles, name: str) -> torch.Tensor:
+    """L^B per particle and datapoint, (K, B): Σ_x log p(x|z_k) − Σ_z s_z KL(q(z|x) ‖ p(z)),
+    each latent site's KL in closed form (:func:`~pyrovae.inference.kl.analytic_kl`), s_z its
+    scale; ``name`` is the estimator's, for the one-line errors."""
+    _check_order(p, name)
+    total = 0.0
+    for site_name, site in p.model_trace.nodes.items():
+        if site["type"] != "sample":
+            continue
+        if site["is_observed"]:
+            total = total + site["log_prob"]  # (K, B), scaled and masked
+            continue
+        guide_site = p.guide_trace.nodes.get(site_name)
+        if guide_site is None or guide_site["type"] != "sample":
+            raise PyroVAEError(
+                f"{name} needs a guide site for every latent site; {site_name!r} has none"
+            )
+        total = total - _site_kl(name, site_name, guide_site, site)
+    for site_name, site in p.guide_trace.nodes.items():
+        if site["type"] == "sample" and site_name not in p.model_trace.nodes:
+            raise PyroVAEError(f"{name}: guide site {site_name!r} is not in the model")
+    if not isinstance(total, torch.Tensor) or total.dim() != 2:
+        raise PyroVAEError(
+            f"{name} needs every sample site inside one 'data' plate (local latents only)"
+        )
+    return total
+
+
+def _site_kl(estimator: str, name: str, guide_site: dict, model_site: dict) -> torch.Tensor:
+    q, prior = guide_site["fn"], model_site["fn"]
+    kl = analytic_kl(q, prior)
+    if kl is None:
+        raise PyroVAEError(
+            f"{estimator} has no closed-form KL between the guide's {describe(q)} and the "
+            f"prior's {describe(prior)} at site {name!r}; use --estimator elbo"
+        )
+    scale = guide_site["scale"]
+    if not _same_scale(scale, model_site["scale"]):
+        raise PyroVAEError(
+            f"{estimator} needs site {name!r} scaled alike in model and guide (a β on the "
+            "latent site scales both)"
+        )
+    mask = guide_site["mask"]
+    kl = kl * scale
+    if mask is not None:
+        kl = torch.where(mask, kl, kl.new_zeros(()))
+    return kl.expand(guide_site["log_prob"].shape)  # (K, B): the same KL for every particle
+
+
+def _check_order(p: Particles, estimator: str = "analytic-kl") -> None:
     """Each site's KL integrates z out given the z's the guide drew before it, so the model may
     condition a site only on those: with p(z1|z2) p(z2) and the guide drawing z1 before z2 (a
     hierarchical VAE), KL(q(z1|x) ‖ p(z1|z2)) has z2 depend on z1 itself, and no closed form."""
@@ -94,7 +102,7 @@ def _check_order(p: Particles) -> None:
         later = [m for m in drawn_before if guide_order.index(m) > guide_order.index(name)]
         if later:
             raise PyroVAEError(
-                f"analytic-kl has no closed form for site {name!r}: the model draws it after "
+                f"{estimator} has no closed form for site {name!r}: the model draws it after "
                 f"{later[0]!r} (p({name}|{later[0]})) but the guide draws {later[0]!r} after it "
                 "(a hierarchical model); use --estimator elbo"
             )

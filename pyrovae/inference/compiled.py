@@ -26,8 +26,10 @@ handlers break the graph in a dozen places and the step gets slower, not faster.
   a resumed run is the same run. Buffers that the step updates in place (NVIL's running
   average) are put back after recording too, and the graph's own in-place update then makes
   the step's.
-- **Scales as inputs.** The scales of enclosing handlers (a β on the latent sites, warmed up
-  step by step) are tensor inputs, so a KL warm-up reuses one graph.
+- **Scales and temperatures as inputs.** The scales of enclosing handlers (a β on the latent
+  sites, warmed up step by step) and the temperature of a relaxed discrete code (annealed,
+  :mod:`~pyrovae.inference.temperature`) are tensor inputs, so a KL warm-up or an annealed τ
+  reuses one graph and never goes stale.
 - **Never silent.** Where recording or compiling fails, the step runs eagerly from then on for
   that signature, and one line names the reason. The compile time is reported once per graph.
 - **Cache.** Inductor's compiled kernels are kept in ``$XDG_CACHE_HOME/pyrovae/inductor`` (unless

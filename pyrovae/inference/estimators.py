@@ -10,6 +10,12 @@
 - For discrete latents (score-function style, any guide site with sample and log_prob):
   ``nvil`` (L^A, learned baseline c + b_ψ(x)), ``vimco`` (L_K, K ≥ 2, leave-one-out baselines),
   ``rws`` (reweighted wake-sleep, K ≥ 2: θ on L_K, φ by the wake-φ update).
+- for discrete codes: ``enumerate`` (the exact sum over the code's states), ``gumbel-softmax``
+  and ``straight-through`` (relaxed draws at an annealed temperature).
+
+Each entry declares in ``latent_kinds`` the kinds of latent site it applies to
+(:mod:`~pyrovae.inference.kinds`; continuous alone when it does not say): the pathwise ones
+refuse a discrete guide site, the discrete ones a continuous site, the score function takes both.
 """
 
 from __future__ import annotations
@@ -21,23 +27,44 @@ from pyro.infer import ELBO, Trace_ELBO
 from pyrovae.core.errors import PyroVAEError
 from pyrovae.core.registry import lookup
 from pyrovae.inference.analytic_kl import AnalyticKL
+from pyrovae.inference.enumerate import Enumerate
 from pyrovae.inference.iwae import IWAE, DReG
 from pyrovae.inference.nvil import NVIL
 from pyrovae.inference.rws import RWS
+from pyrovae.inference.kinds import CONTINUOUS, DEFAULT_KINDS, DISCRETE, check_sites
+from pyrovae.inference.relaxed import GumbelSoftmax, StraightThrough
 from pyrovae.inference.score_function import ScoreFunctionELBO
 from pyrovae.inference.stl import STL
 from pyrovae.inference.vimco import VIMCO
 
 
+class PathwiseTraceELBO(Trace_ELBO):
+    """Pyro's Trace_ELBO that refuses a discrete guide site in one line: Trace_ELBO itself
+    would differentiate one by an unbaselined score function, silently."""
+
+    name = "elbo"
+    latent_kinds = DEFAULT_KINDS
+
+    def _get_trace(self, model, guide, args, kwargs):
+        model_trace, guide_trace = super()._get_trace(model, guide, args, kwargs)
+        check_sites(guide_trace, self.latent_kinds, self.name)
+        return model_trace, guide_trace
+
+
 def trace_elbo(**kwargs) -> Trace_ELBO:
     """ELBO (1/K) Σ_k log w_k with pathwise gradients: Pyro's Trace_ELBO, the default."""
-    return Trace_ELBO(**kwargs)
+    return PathwiseTraceELBO(**kwargs)
+
+
+trace_elbo.latent_kinds = DEFAULT_KINDS
 
 
 def score_function_loo(**kwargs) -> ScoreFunctionELBO:
     """score-function with the leave-one-out baseline (K ≥ 2): much lower variance."""
     return ScoreFunctionELBO(baseline="leave-one-out", **kwargs)
 
+
+score_function_loo.latent_kinds = frozenset({CONTINUOUS, DISCRETE})
 
 ESTIMATORS: dict[str, Callable[..., ELBO]] = {
     "elbo": trace_elbo,
@@ -50,6 +77,9 @@ ESTIMATORS: dict[str, Callable[..., ELBO]] = {
     "nvil": NVIL,
     "vimco": VIMCO,
     "rws": RWS,
+    "enumerate": Enumerate,
+    "gumbel-softmax": GumbelSoftmax,
+    "straight-through": StraightThrough,
 }
 
 

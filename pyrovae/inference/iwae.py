@@ -17,6 +17,7 @@ class IWAE(ParticleELBO):
     """``iwae``: L_K with its reparameterized gradient Σ_k w̃_k ∇ log w_k, w̃ = w / Σ_j w_j."""
 
     description = "importance-weighted bound L_K = log (1/K) Σ_k w_k, tighter than the ELBO"
+    name = "iwae"
 
     importance_weighted = True  # the bound is L_K (what training reports it as)
 
@@ -45,6 +46,7 @@ class DReG(IWAE):
     """
 
     description = "L_K with the doubly-reparameterized encoder gradient: SNR not decaying in K"
+    name = "iwae-dreg"
 
     @staticmethod
     def encoder_weights(w: torch.Tensor) -> torch.Tensor:

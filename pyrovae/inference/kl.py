@@ -1,14 +1,16 @@
 """Closed-form KL(q ‖ p) between a guide's and a prior's distributions, when one is known.
 
 Nothing is registered with ``torch.distributions.kl`` (no global side effects): Gaussian pairs,
-diagonal or full covariance in either argument, are computed here; everything else is asked of
-the KLs that torch and Pyro already register.
+diagonal or full covariance in either argument, and discrete codes (categorical or binary, also
+through a relaxation) are computed here; everything else is asked of the KLs that torch and Pyro
+already register.
 """
 
 from __future__ import annotations
 
 import pyro.distributions.kl  # noqa: F401  (Pyro registers its KLs with torch on import)
 import torch
+import torch.nn.functional as F
 from pyro.distributions.torch_distribution import ExpandedDistribution
 from torch.distributions import (
     Distribution,
@@ -17,6 +19,8 @@ from torch.distributions import (
     Normal,
     kl_divergence,
 )
+
+from pyrovae.guides.discrete import Bernoullis, Categoricals, Relaxed
 
 
 class _Gaussian:
@@ -78,6 +82,30 @@ def _gaussian_kl(q: _Gaussian, p: _Gaussian) -> torch.Tensor:
     return 0.5 * (trace + maha - d) + p.log_det_scale() - q.log_det_scale()
 
 
+def _as_code(d: Distribution) -> Distribution:
+    """A discrete code through its expansion and relaxation wrappers (else ``d`` unexpanded)."""
+    d = _unexpand(d)
+    return _unexpand(d.base) if isinstance(d, Relaxed) else d
+
+
+def _code_kl(q: Distribution, p: Distribution) -> torch.Tensor | None:
+    """KL between two discrete codes of one kind, summed over the event:
+
+    categorical, per group g: Σ_c π^q_gc (log π^q_gc − log π^p_gc);
+    binary, per unit j, a = logit q_j, b = logit p_j:
+    σ(a)(log σ(a) − log σ(b)) + σ(−a)(log σ(−a) − log σ(−b)).
+    """
+    q, p = _as_code(q), _as_code(p)
+    if isinstance(q, Categoricals) and isinstance(p, Categoricals) and q.groups == p.groups:
+        return (q.probs * (q.logits - p.logits)).sum(-1)
+    if isinstance(q, Bernoullis) and isinstance(p, Bernoullis):
+        a, b = q.logits, p.logits
+        on = torch.sigmoid(a) * (F.logsigmoid(a) - F.logsigmoid(b))
+        off = torch.sigmoid(-a) * (F.logsigmoid(-a) - F.logsigmoid(-b))
+        return (on + off).sum(-1)
+    return None
+
+
 def analytic_kl(q: Distribution, p: Distribution) -> torch.Tensor | None:
     """KL(q ‖ p) in closed form per batch element (the broadcast batch shape), or None.
 
@@ -85,6 +113,8 @@ def analytic_kl(q: Distribution, p: Distribution) -> torch.Tensor | None:
     also when a plate has expanded them) use :func:`_gaussian_kl`; other pairs use a KL registered
     with torch/Pyro when there is one (e.g. Laplace ‖ Normal elementwise). For a ``Delta`` guide
     that is Pyro's convention −log p(v): the −∞ entropy dropped, as Trace_ELBO's log q = 0 does.
+    Discrete codes of one kind (categorical with categorical, binary with binary, a relaxed
+    one as its discrete code) use :func:`_code_kl`.
     """
     if q.event_shape != p.event_shape:
         raise ValueError(
@@ -93,8 +123,11 @@ def analytic_kl(q: Distribution, p: Distribution) -> torch.Tensor | None:
         )
     batch_shape = torch.broadcast_shapes(q.batch_shape, p.batch_shape)
     gq, gp = _as_gaussian(q), _as_gaussian(p)
+    code = _code_kl(q, p)
     if gq is not None and gp is not None:
         kl = _gaussian_kl(gq, gp)
+    elif code is not None:
+        kl = code
     else:
         try:
             kl = kl_divergence(q, p)

@@ -4,6 +4,10 @@ Each estimator gives, from K vectorized particles, a ``bound`` (its value, summe
 and a ``surrogate`` whose gradient is the estimator's gradient. ``differentiable_loss`` returns
 −bound with the surrogate's gradient, so ``SVI``-style steps, ``ELBOModule`` and plain torch
 loops all train with it.
+
+Each declares the kinds of latent site it applies to (``latent_kinds``, see
+:mod:`~pyrovae.inference.kinds`): continuous ones by default; a guide site of another kind is a
+one-line error when the particles are drawn.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import torch
 from pyro.infer import ELBO
 
 from pyrovae.core.errors import PyroVAEError
+from pyrovae.inference.kinds import DEFAULT_KINDS, check_sites
 from pyrovae.inference.particles import Particles, draw_particles
 
 
@@ -21,6 +26,7 @@ class ParticleELBO(ELBO):
     """An estimator built on :func:`draw_particles` (K particles in one vectorized pass)."""
 
     detach_latents = False  # score-function estimators sample without reparameterization
+    latent_kinds: frozenset[str] = DEFAULT_KINDS  # the kinds of guide site it applies to
 
     def __init__(self, num_particles: int = 1, max_plate_nesting: int = 1, **kwargs) -> None:
         if num_particles < 1:
@@ -29,7 +35,7 @@ class ParticleELBO(ELBO):
         super().__init__(num_particles=num_particles, max_plate_nesting=max_plate_nesting, **kwargs)
 
     def particles(self, model, guide, args, kwargs) -> Particles:
-        return draw_particles(
+        p = draw_particles(
             model,
             guide,
             args,
@@ -38,6 +44,8 @@ class ParticleELBO(ELBO):
             int(self.max_plate_nesting),
             self.detach_latents,
         )
+        check_sites(p.guide_trace, self.latent_kinds, getattr(self, "name", type(self).__name__))
+        return p
 
     def _get_trace(self, model, guide, args, kwargs):
         """(model trace, guide trace) of one vectorized draw, as Pyro's ELBOs return."""

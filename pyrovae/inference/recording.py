@@ -8,8 +8,8 @@ While recording, what Python reads of a tensor's value cannot stay in a graph: P
 ``torch_item`` keeps its value a tensor, its NaN warnings are skipped (checked on the eager
 warm-up step), a flow's permutation reads as Python ints, and pyrovae's own value checks are
 skipped (:func:`~pyrovae.core.runtime.is_recording`). Parameters, floating-point buffers and
-the scales of enclosing handlers (β) are inputs of the graph; integer buffers are structure,
-its constants.
+the scales and temperatures of enclosing handlers (β, τ) are inputs of the graph; integer
+buffers are structure, its constants.
 """
 
 from __future__ import annotations
@@ -150,22 +150,35 @@ def _signature(x: Any) -> Hashable:
     raise PyroVAEError(f"the compiled path takes tensor arguments only, got {type(x).__name__}")
 
 
-def _scaled_handlers() -> list[Any]:
-    """Enclosing Pyro handlers that scale log-densities (β-VAE, poutine.scale)."""
-    return [m for m in _PYRO_STACK if isinstance(getattr(m, "scale", None), (int, float,
-                                                                            torch.Tensor))]
+# Attributes of enclosing Pyro handlers that are inputs of a recorded graph, not constants: the
+# scale of a β-VAE's LatentScale (or poutine.scale) and the temperature of a relaxed code.
+HANDLER_INPUTS = ("scale", "temperature")
+
+
+def _handler_inputs() -> list[tuple[Any, str]]:
+    """(handler, attribute) for each enclosing Pyro handler's number-valued input attribute."""
+    return [
+        (m, name)
+        for m in _PYRO_STACK
+        for name in HANDLER_INPUTS
+        if isinstance(getattr(m, name, None), (int, float, torch.Tensor))
+    ]
+
+
+def _handler_values(inputs: Sequence[tuple[Any, str]]) -> list[torch.Tensor]:
+    return [torch.as_tensor(getattr(m, name), dtype=torch.float64) for m, name in inputs]
 
 
 @contextmanager
-def _scales_as(handlers: Sequence[Any], values: Sequence[torch.Tensor]) -> Iterator[None]:
-    saved = [m.scale for m in handlers]
+def _inputs_as(inputs: Sequence[tuple[Any, str]], values: Sequence[torch.Tensor]):
+    saved = [getattr(m, name) for m, name in inputs]
     try:
-        for m, v in zip(handlers, values, strict=True):
-            m.scale = v
+        for (m, name), v in zip(inputs, values, strict=True):
+            setattr(m, name, v)
         yield
     finally:
-        for m, v in zip(handlers, saved, strict=True):
-            m.scale = v
+        for (m, name), v in zip(inputs, saved, strict=True):
+            setattr(m, name, v)
 
 
 @dataclass
@@ -188,17 +201,18 @@ def say(log: Callable[[str], None] | None, line: str) -> None:
 
 @dataclass
 class Recording:
-    """A step recorded by :func:`record_step`: ``graph(*params, *buffers, *scales, *args)`` →
-    (loss, ∇ loss for each of ``params``), a graph of tensor operations alone."""
+    """A step recorded by :func:`record_step`: ``graph(*params, *buffers, *handler inputs,
+    *args)`` → (loss, ∇ loss for each of ``params``), a graph of tensor operations alone."""
 
     graph: torch.fx.GraphModule
     params: list[torch.Tensor]
     buffers: list[torch.Tensor]
 
     def inputs(self) -> list[torch.Tensor]:
-        """The graph's leading inputs now: parameters (detached), buffers, handler scales."""
-        scales = [torch.as_tensor(m.scale, dtype=torch.float64) for m in _scaled_handlers()]
-        return [*(p.detach() for p in self.params), *self.buffers, *scales]
+        """The graph's leading inputs now: parameters (detached), buffers, and the enclosing
+        handlers' scales and temperatures (:data:`HANDLER_INPUTS`)."""
+        handlers = _handler_values(_handler_inputs())
+        return [*(p.detach() for p in self.params), *self.buffers, *handlers]
 
 
 def record_step(estimator: ELBO, model, guide, args: tuple) -> Recording:
@@ -214,8 +228,8 @@ def record_step(estimator: ELBO, model, guide, args: tuple) -> Recording:
     # floating-point buffers are inputs (they may change); integer ones (a flow's permutation,
     # masks) are structure, constants of the graph, so code may iterate over them
     buffers = {n: b for n, b in holder.named_buffers() if b.is_floating_point()}
-    handlers = _scaled_handlers()
-    scales = [torch.as_tensor(m.scale, dtype=torch.float64) for m in handlers]
+    handlers = _handler_inputs()
+    scales = _handler_values(handlers)
     n_params, n_buffers, n_scales = len(names), len(buffers), len(scales)
 
     def step(*inputs: torch.Tensor):
@@ -228,7 +242,7 @@ def record_step(estimator: ELBO, model, guide, args: tuple) -> Recording:
             **frozen,
             **dict(zip(buffers, bufs, strict=True)),
         }
-        with _scales_as(handlers, sc):
+        with _inputs_as(handlers, sc):
             loss = torch.func.functional_call(holder, tensors, data, tie_weights=True)
         grads = torch.autograd.grad(loss, params, allow_unused=True)
         grads = [

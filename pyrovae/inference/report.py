@@ -11,9 +11,11 @@ from pyro.infer import ELBO
 
 def bound_name(estimator: ELBO) -> str:
     """``bound L_K`` for the importance-weighted estimators (class attribute
-    ``importance_weighted``; K their particles), else ``ELBO``."""
-    weighted = getattr(estimator, "importance_weighted", False)
-    return f"bound L_{estimator.num_particles}" if weighted else "ELBO"
+    ``importance_weighted``; K their particles), an estimator's own ``objective`` where it
+    trains another one (a relaxed code's), else ``ELBO``."""
+    if getattr(estimator, "importance_weighted", False):
+        return f"bound L_{estimator.num_particles}"
+    return getattr(estimator, "objective", "ELBO")
 
 
 def reconstruction_only(beta: float, kl_warmup: int = 0) -> bool:

@@ -11,6 +11,7 @@ import torch
 
 from pyrovae.core.errors import PyroVAEError
 from pyrovae.core.registry import lookup
+from pyrovae.inference.kinds import CONTINUOUS, DISCRETE
 from pyrovae.inference.particle_elbo import ParticleELBO
 from pyrovae.inference.particles import Particles
 
@@ -39,7 +40,9 @@ class ScoreFunctionELBO(ParticleELBO):
 
     description = "ELBO by the log-derivative trick, no reparameterization: high variance"
 
+    name = "score-function"
     detach_latents = True
+    latent_kinds = frozenset({CONTINUOUS, DISCRETE})  # no path through z is needed
 
     def __init__(self, num_particles: int = 1, baseline: str = "none", **kwargs) -> None:
         super().__init__(num_particles=num_particles, **kwargs)

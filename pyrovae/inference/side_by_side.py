@@ -28,6 +28,7 @@ from pyrovae.inference.evaluate import evaluate_elbo
 from pyrovae.inference.replicas import ReplicaStep, one_by_one
 from pyrovae.inference.report import test_figure, train_name
 from pyrovae.inference.schedules import LR_SCHEDULES, set_learning_rate
+from pyrovae.inference.temperature import Temperature, temperature_schedule
 from pyrovae.inference.train import EpochCallback, compile_log
 
 
@@ -80,6 +81,7 @@ def fit_replicas(
     beta: float = 1.0,
     kl_warmup: int = 0,
     lr_schedule: str = "constant",
+    temperature: Callable[[int], float] | None = None,
     divergence_factor: float = DIVERGENCE_FACTOR,
     start_epoch: int = 0,
     streams: list | None = None,
@@ -99,6 +101,8 @@ def fit_replicas(
     default batched on a GPU, where N small models in one graph fill the device, and in turn on
     the CPU, where the batched matrix products measured slower than N separate ones (see
     BENCHMARKS.md). ``compile=False``, and a short last batch: each replica's eager step in turn.
+
+    ``temperature``: as for ``fit`` (an estimator that relaxes a discrete code).
 
     ``streams``: each replica's generator state when resuming (``start_epoch`` > 0); a fresh
     start seeds replica r's stream with ``seeds[r]`` as ``fit`` does. While
@@ -128,6 +132,9 @@ def fit_replicas(
     steps_per_epoch = num_batches(data.num_train, batch_size)
     beta_at = beta_schedule(beta, kl_warmup)
     scaled = beta != 1.0 or kl_warmup > 0
+    annealed = getattr(estimator, "annealed", False)  # a relaxed code's τ, as fit anneals it
+    tau_at = temperature or temperature_schedule()
+    tau = None
     lr_now = [opt.param_groups[0]["lr"] for opt in optimizers]
     if batched is None:
         batched = next(models[0].parameters()).device.type == "cuda"
@@ -154,10 +161,14 @@ def fit_replicas(
         for i, group in enumerate(zip(*iterators, strict=True)):
             batches = [b if conditional else (b,) for b in group]
             weight = beta_at((epoch - 1) * steps_per_epoch + i)
+            tau = tau_at((epoch - 1) * steps_per_epoch + i) if annealed else None
             if schedule is not LR_SCHEDULES["constant"]:
                 factor = schedule(epoch - 1, i, steps_per_epoch, epochs)
                 lr_now = [set_learning_rate(opt, factor) for opt in optimizers]
-            with LatentScale(weight) if scaled else nullcontext():
+            with (
+                LatentScale(weight) if scaled else nullcontext(),
+                Temperature(tau) if annealed else nullcontext(),
+            ):
                 if step is not None and batches[0][0].shape[0] == batch_size:
                     losses = step.loss_and_grads(models, guides, batches, streams)
                 else:
@@ -201,6 +212,8 @@ def fit_replicas(
                 "lr": lr_now[r],
                 "seconds": seconds,  # the whole side-by-side step time of the epoch
             }
+            if annealed:
+                record["temperature"] = tau
             histories[r].append(record)
             if on_epoch_end is not None:
                 set_rng_state(streams[r])

@@ -17,6 +17,7 @@ class STL(ParticleELBO):
     """
 
     description = "ELBO with the sticking-the-landing gradient (the score term dropped)"
+    name = "elbo-stl"
 
     def bound(self, p: Particles) -> torch.Tensor:
         return p.log_w.mean(0).sum()

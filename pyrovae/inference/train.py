@@ -37,6 +37,7 @@ from pyrovae.inference.evaluate import evaluate_elbo
 from pyrovae.inference.report import epoch_line, train_name
 from pyrovae.inference.schedules import LR_SCHEDULES, set_learning_rate
 from pyrovae.inference.semi_supervised import classification_accuracy
+from pyrovae.inference.temperature import Temperature, temperature_schedule
 
 EpochCallback = Callable[[dict[str, Any]], None]
 
@@ -117,6 +118,7 @@ def fit(
     beta: float = 1.0,
     kl_warmup: int = 0,
     lr_schedule: str = "constant",
+    temperature: Callable[[int], float] | None = None,
     divergence_factor: float = DIVERGENCE_FACTOR,
     optimizer: torch.optim.Optimizer | None = None,
     start_epoch: int = 0,
@@ -142,6 +144,11 @@ def fit(
     flow depends on the data needs. ``compile_mode``: ``torch.compile``'s mode (e.g.
     ``"reduce-overhead"``: CUDA graphs on a GPU). A KL warm-up's β is an input of the graph.
     A short last batch (one step an epoch, not worth its own compile) runs eagerly.
+    ``temperature``: global step ↦ τ, for an estimator that relaxes a discrete code
+    (``annealed``: gumbel-softmax, straight-through); default Jang et al.'s
+    :func:`~pyrovae.inference.temperature.temperature_schedule`. Each step runs inside a
+    :class:`~pyrovae.inference.temperature.Temperature` (an input of the compiled graph, like
+    β), and the record holds the epoch's last ``temperature``.
     ``lr_schedule``: a name in :data:`~pyrovae.inference.schedules.LR_SCHEDULES`,
     applied to the optimizer's initial learning rate at every step (a function of epoch and step
     only, so resuming follows it exactly). ``divergence_factor``: stop a run whose loss has
@@ -184,6 +191,9 @@ def fit(
     steps_per_epoch = num_batches(n, batch_size)
     beta_at = beta_schedule(beta, kl_warmup)
     scaled = beta != 1.0 or kl_warmup > 0
+    annealed = getattr(estimator, "annealed", False)
+    tau_at = temperature or temperature_schedule()
+    tau = None
     scheduled = schedule is not LR_SCHEDULES["constant"]
     lr_now = optimizer.param_groups[0]["lr"]
     show = progress and is_root()
@@ -212,12 +222,17 @@ def fit(
         start = time.perf_counter()
         for step, batch in enumerate(batches):
             args = batch if isinstance(batch, tuple) else (batch,)  # (x,), (x, y), …
-            weight = beta_at((epoch - 1) * steps_per_epoch + step)
+            global_step = (epoch - 1) * steps_per_epoch + step
+            weight = beta_at(global_step)
+            tau = tau_at(global_step) if annealed else None
             if scheduled:
                 factor = schedule(epoch - 1, step, steps_per_epoch, epochs)
                 lr_now = set_learning_rate(optimizer, factor)
             try:
-                with LatentScale(weight) if scaled else nullcontext():
+                with (
+                    LatentScale(weight) if scaled else nullcontext(),
+                    Temperature(tau) if annealed else nullcontext(),
+                ):
                     # a short last batch (one step an epoch) is not worth a compile of its own
                     full = fast is not None and args[0].shape[0] == batch_size
                     step_estimator = fast if full else plain
@@ -252,6 +267,8 @@ def fit(
             record["test_accuracy"] = from_root(
                 lambda: classification_accuracy(guide, data.test_x, data.test_y)
             )
+        if annealed:
+            record["temperature"] = tau
         history.append(record)
         if show:
             tqdm.write(epoch_line(record, epochs, estimator, beta, kl_warmup))

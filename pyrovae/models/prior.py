@@ -3,7 +3,8 @@
 Every prior has the constructor ``(latent_dim, *, guide=None, num_pixels=None)`` (a prior ignores
 what it does not use) and returns a distribution with event shape (d,) and batch shape (); the
 model's ``pyro.plate`` broadcasts it over the batch (and the particles). ``learned`` says whether
-it has parameters of its own.
+it has parameters of its own; ``code`` which guide families it pairs with (theirs must match:
+``continuous``, or a discrete code's ``categorical`` / ``bernoulli``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pyrovae.core.errors import PyroVAEError
+from pyrovae.guides.discrete import Bernoullis, Categoricals
 
 
 class StandardNormalPrior(nn.Module):
@@ -24,6 +26,7 @@ class StandardNormalPrior(nn.Module):
     description = "standard Normal N(0, I)"
 
     learned: ClassVar[bool] = False
+    code: ClassVar[str] = "continuous"
 
     def __init__(self, latent_dim: int, *, guide=None, num_pixels: int | None = None) -> None:
         super().__init__()
@@ -47,6 +50,7 @@ class MixturePrior(nn.Module):
     description = "learned mixture of 10 diagonal Normals"
 
     learned: ClassVar[bool] = True
+    code: ClassVar[str] = "continuous"
     NUM_COMPONENTS: ClassVar[int] = 10
     MIN_SCALE: ClassVar[float] = 1e-3
 
@@ -97,6 +101,7 @@ class VampPrior(nn.Module):
     description = "VampPrior: q(z|u) averaged over 100 learned pseudo-inputs u (slow)"
 
     learned: ClassVar[bool] = True
+    code: ClassVar[str] = "continuous"
     NUM_COMPONENTS: ClassVar[int] = 100
 
     def __init__(
@@ -130,8 +135,47 @@ class VampPrior(nn.Module):
         return dist.MixtureSameFamily(mixing, components, validate_args=False)
 
 
+class UniformCategoricalPrior(nn.Module):
+    """p(z) = Π_g Cat(z_g; 1/C): G groups of a uniform C-way one-hot, flat (G·C,); C is the
+    guide family's ``categories``."""
+
+    description = "discrete: uniform over the C categories of each group (--guide categorical)"
+
+    learned: ClassVar[bool] = False
+    code: ClassVar[str] = "categorical"
+
+    def __init__(self, latent_dim: int, *, guide=None, num_pixels: int | None = None) -> None:
+        super().__init__()
+        categories = getattr(getattr(guide, "family", None), "categories", None)
+        if categories is None:
+            raise PyroVAEError("the categorical prior needs the categorical guide (its C)")
+        self.groups = latent_dim
+        self.register_buffer("logits", torch.zeros(latent_dim * categories))  # (G·C,)
+
+    def forward(self) -> Categoricals:
+        return Categoricals(self.logits, self.groups)
+
+
+class UniformBernoulliPrior(nn.Module):
+    """p(z) = Π_j Bernoulli(z_j; ½): n fair binary units."""
+
+    description = "discrete: n fair binary units, p = ½ each (--guide bernoulli)"
+
+    learned: ClassVar[bool] = False
+    code: ClassVar[str] = "bernoulli"
+
+    def __init__(self, latent_dim: int, *, guide=None, num_pixels: int | None = None) -> None:
+        super().__init__()
+        self.register_buffer("logits", torch.zeros(latent_dim))  # (n,): log(½/½) = 0
+
+    def forward(self) -> Bernoullis:
+        return Bernoullis(self.logits)
+
+
 PRIORS: dict[str, type[nn.Module]] = {
     "normal": StandardNormalPrior,
     "mixture": MixturePrior,
     "vamp": VampPrior,
+    "categorical": UniformCategoricalPrior,
+    "bernoulli": UniformBernoulliPrior,
 }

@@ -55,14 +55,14 @@ def build_model_and_guide(
     dims = config.latent_dims
     family_cls = lookup(GUIDES, config.guide, "guide")
     likelihood = get_likelihood(config.likelihood, config.pixels)(num_pixels)
-    family = family_cls(dims[0])
+    family = family_cls(dims[0], categories=config.categories)
     encoder_cls, decoder_cls = lookup(NETS, config.net, "network")
     labels = num_classes if config.conditional else 0
     encoder = encoder_cls(
         num_pixels + labels, config.hidden, family.num_params, config.activation, image_shape=shape
     )
     decoder = decoder_cls(
-        dims[0] + labels,
+        family.code_dim + labels,  # a discrete code's value: G·C one-hot or n binary units
         config.hidden[::-1],
         num_pixels * likelihood.params_per_pixel,
         config.activation,
@@ -147,7 +147,7 @@ def estimate_memory(
         set_rng_state(state)
     params = {id(p): p.numel() for m in (model, guide) for p in m.parameters()}
     widths = sum(config.hidden) * 2 + num_pixels * (2 + model.likelihood.params_per_pixel)
-    widths += guide.family.num_params + 3 * sum(config.latent_dims)
+    widths += guide.family.num_params + 3 * (guide.family.code_dim + sum(config.latent_dims[1:]))
     widths += 2 * sum(config.layer_hidden) * (len(config.latent_dims) - 1)
     rows = config.batch_size * config.num_particles
     return BYTES_PER_PARAMETER * sum(params.values()) + BYTES_PER_ACTIVATION * rows * widths

@@ -7,7 +7,7 @@ import difflib
 import math
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,10 +19,20 @@ from pyrovae.data.base import PIXEL_MODES
 from pyrovae.data.files import DATASETS
 from pyrovae.data.inputs import resolve_dataset
 from pyrovae.data.sources import ImageOptions
+from pyrovae.guides.discrete import check_enumerable
 from pyrovae.guides.families import GUIDES
 from pyrovae.inference.divergence import DIVERGENCE_FACTOR
 from pyrovae.inference.estimators import ESTIMATORS, make_estimator
+from pyrovae.inference.kinds import applicable, estimator_kinds
 from pyrovae.inference.schedules import LR_SCHEDULES, burda_epochs
+from pyrovae.inference.temperature import (
+    TEMPERATURE,
+    TEMPERATURE_INTERVAL,
+    TEMPERATURE_MIN,
+    TEMPERATURE_RATE,
+    check_schedule,
+    temperature_schedule,
+)
 from pyrovae.models.likelihoods import LIKELIHOODS, get_likelihood
 from pyrovae.models.prior import PRIORS
 from pyrovae.nets import ACTIVATIONS, NETS
@@ -95,6 +105,20 @@ class TrainConfig:
     )
     hidden: tuple[int, ...] = _opt(
         (400, 400), "hidden layer sizes of encoder and decoder", bounds=SIZE
+    )
+    categories: int = _opt(
+        10, "C, categories per group of a categorical code (--guide categorical)",
+        bounds=IntRange(2),
+    )
+    temperature: float = _opt(
+        TEMPERATURE, "τ₀, the relaxation's starting temperature (gumbel-softmax, straight-through)"
+    )
+    temperature_min: float = _opt(
+        TEMPERATURE_MIN, "τ_min: τ_t = max(τ_min, τ₀ exp(−r N ⌊t/N⌋)) at global step t"
+    )
+    temperature_rate: float = _opt(TEMPERATURE_RATE, "r, the temperature's annealing rate per step")
+    temperature_interval: int = _opt(
+        TEMPERATURE_INTERVAL, "N: the temperature is updated every N steps", bounds=SIZE
     )
     upper_hidden: tuple[int, ...] = _opt(
         (),
@@ -182,6 +206,7 @@ class TrainConfig:
                 "--prior vamp needs one stochastic layer (its components are q(z|u)); "
                 "give one --latent-dim"
             )
+        self._check_code(dims)
         make_estimator(self.estimator, self.num_particles)  # e.g. a baseline that needs K ≥ 2
         lookup(ACTIVATIONS, self.activation, "activation")
         get_likelihood(self.likelihood, self.pixels)
@@ -230,6 +255,44 @@ class TrainConfig:
         for what, bad in refused.items():
             if bad:
                 raise PyroVAEError(f"--semi-supervised does not work with {what}")
+
+    def _check_code(self, dims: tuple[int, ...]) -> None:
+        """Guide, prior and estimator fit together: the prior is over the guide's kind of code,
+        the estimator applies to it, and an enumerated code has few enough states."""
+        family, prior = GUIDES[self.guide], PRIORS[self.prior]
+        estimator = ESTIMATORS[self.estimator]
+        if family.code != getattr(prior, "code", "continuous"):
+            fits = [n for n, p in PRIORS.items() if getattr(p, "code", "continuous") == family.code]
+            raise PyroVAEError(
+                f"--prior {self.prior} does not pair with --guide {self.guide}: a "
+                f"{family.code} code needs --prior {' or '.join(fits)}"
+            )
+        kind = family.latent_kind
+        if kind not in estimator_kinds(estimator):
+            what = "pathwise, and a discrete code has no path to φ" if kind == "discrete" else (
+                "for discrete codes (--guide categorical or bernoulli)"
+            )
+            raise PyroVAEError(
+                f"--estimator {self.estimator} does not apply to --guide {self.guide} "
+                f"({kind}): it is {what}; use one of: {', '.join(applicable(ESTIMATORS, kind))}"
+            )
+        if kind == "discrete" and len(dims) > 1:
+            raise PyroVAEError(
+                f"--guide {self.guide} is one discrete layer; give one --latent-dim"
+            )
+        if getattr(estimator, "enumerates", False):
+            check_enumerable(family, dims[0], self.categories)
+        check_schedule(
+            self.temperature, self.temperature_min, self.temperature_rate,
+            self.temperature_interval,
+        )
+
+    def temperature_schedule(self) -> Callable[[int], float]:
+        """The relaxation's temperature schedule, global step ↦ τ."""
+        return temperature_schedule(
+            self.temperature, self.temperature_min, self.temperature_rate,
+            self.temperature_interval,
+        )
 
     @property
     def latent_dims(self) -> tuple[int, ...]:

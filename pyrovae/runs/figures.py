@@ -81,7 +81,8 @@ def standard_figures(
     """A run's figures into ``out``: training_curves, reconstructions (the first 8 test
     images), samples (a conditional VAE: one row per class), traversal (of the first test
     image along its 10 most active dimensions); with a 2-D latent space also latent (codes of
-    the first 2000 test images), manifold and latent_snapshots (from ``latents``). With several
+    the first 2000 test images), manifold and latent_snapshots (from ``latents``); a discrete
+    code (one-hot or binary) gets neither traversal nor latent figures, with a note. With several
     stochastic layers the codes are the bottom layer's z1 (the decoder's input), the samples
     ancestral, and each figure's title says so."""
     written = []
@@ -111,12 +112,19 @@ def standard_figures(
             fig = plots.prior_samples(model, 64)
         save("samples.png", fig)
         d = codes.shape[1]
-        # the most active dimensions first: Var_x E_q[z_j|x] (zero for a single image)
-        activity = codes.var(0) if n > 1 else codes.new_zeros(d)
-        dims = activity.argsort(descending=True)[: plots.TRAVERSAL_DIMS].tolist()
-        save("traversal.png", plots.traversal(model, guide, x[0], dims, y=_head(y, 1)))
+        discrete = getattr(getattr(guide, "family", None), "latent_kind", "") == "discrete"
+        if discrete:  # a one-hot or binary code: no axis to walk along, no plane to scatter in
+            _noted(None)(
+                "traversal.png and the latent-space figures are not drawn for a discrete code "
+                "(its values are one-hot or binary, not points on continuous axes)"
+            )
+        else:
+            # the most active dimensions first: Var_x E_q[z_j|x] (zero for a single image)
+            activity = codes.var(0) if n > 1 else codes.new_zeros(d)
+            dims = activity.argsort(descending=True)[: plots.TRAVERSAL_DIMS].tolist()
+            save("traversal.png", plots.traversal(model, guide, x[0], dims, y=_head(y, 1)))
         note = layer_note(guide)  # several stochastic layers: the codes are z1's
-        if d == 2:
+        if d == 2 and not discrete:
             labels = data.test_y[:n]
             if note:
                 title, names = f"E_q[z1|x] ({note}), test images", ("z1[0]", "z1[1]")
@@ -125,7 +133,7 @@ def standard_figures(
                 fig = plots.latent_scatter(codes, labels, "E_q[z|x], test images")
             save("latent.png", fig)
             save("manifold.png", plots.manifold(model, y=0 if model.num_classes else None))
-        if latents is not None and len(latents["epochs"]):
+        if latents is not None and len(latents["epochs"]) and not discrete:
             fig = plots.latent_snapshots(
                 latents["epochs"].tolist(),
                 latents["codes"],

@@ -106,7 +106,8 @@ class RunWriter:
         self.history = list(history)
         self.figures = figures
         self.snapshots = None
-        if figures and config.latent_dims[0] == 2:  # codes of z (or of the bottom layer z1)
+        continuous = guide.family.latent_kind == "continuous"  # a discrete code has no plane
+        if figures and config.latent_dims[0] == 2 and continuous:  # codes of z (or of z1)
             self.snapshots = on_root(
                 lambda: LatentSnapshots(path, model, guide, data, start_epoch)
             )
@@ -164,6 +165,7 @@ def fit_settings(config: TrainConfig) -> dict[str, Any]:
         "beta": config.beta,
         "kl_warmup": config.kl_warmup,
         "lr_schedule": config.lr_schedule,
+        "temperature": config.temperature_schedule(),
         "divergence_factor": config.divergence_factor,
         "compile": not config.no_compile,
     }
