@@ -22,6 +22,7 @@ NOTEBOOKS = [
     "04_guides_and_likelihoods.ipynb",
     "05_conditional_and_beta_vae.ipynb",
     "06_linear_gaussian.ipynb",
+    "07_discrete_latents.ipynb",
 ]
 
 
