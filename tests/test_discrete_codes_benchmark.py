@@ -29,7 +29,7 @@ def _script():
 
 
 TINY = ["--train-subset", "300", "--test-subset", "20", "--num-samples", "5"]
-TINY += ["--curve-every", "2", "--data-dir", str(MNIST), "--device", "cpu"]
+TINY += ["--curve-every", "2", "--data-dir", str(MNIST), "--device", "cpu", "--no-compile"]
 
 
 def test_equal_steps_every_row_and_the_refusal(tmp_path, capsys):
