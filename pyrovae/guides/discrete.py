@@ -65,11 +65,13 @@ class _Code(TorchDistribution):
         self.logits = logits  # (…, d)
         super().__init__(logits.shape[:-1], logits.shape[-1:], validate_args=False)
 
-    def _new(self, logits: torch.Tensor) -> _Code:
-        raise NotImplementedError
+    def _options(self) -> dict[str, Any]:
+        """What the constructor needs besides the logits (a categorical code: its groups)."""
+        return {}
 
     def expand(self, batch_shape, _instance=None) -> _Code:
-        return self._new(self.logits.expand(torch.Size(batch_shape) + self.event_shape))
+        logits = self.logits.expand(torch.Size(batch_shape) + self.event_shape)
+        return type(self)(logits, **self._options())
 
     def _noise(self, sample_shape: torch.Size) -> torch.Tensor:
         """u ~ U(ε, 1 − ε), shape sample_shape + batch + (d,) (a clamped u keeps logs finite)."""
@@ -95,8 +97,8 @@ class Categoricals(_Code):
         normalized = grouped - grouped.logsumexp(-1, keepdim=True)  # log π, (…, G, C)
         super().__init__(normalized.flatten(-2))
 
-    def _new(self, logits: torch.Tensor) -> Categoricals:
-        return Categoricals(logits, self.groups)
+    def _options(self) -> dict[str, Any]:
+        return {"groups": self.groups}
 
     def _grouped(self, t: torch.Tensor) -> torch.Tensor:
         return t.unflatten(-1, (self.groups, t.shape[-1] // self.groups))  # (…, G, C)
@@ -158,9 +160,6 @@ class Bernoullis(_Code):
 
     log q(z) = Σ_j z_j l_j − softplus(l_j), the Bernoulli log-density for z ∈ {0, 1}.
     """
-
-    def _new(self, logits: torch.Tensor) -> Bernoullis:
-        return Bernoullis(logits)
 
     @property
     def probs(self) -> torch.Tensor:

@@ -19,23 +19,21 @@ from pyrovae.data.base import PIXEL_MODES
 from pyrovae.data.files import DATASETS
 from pyrovae.data.inputs import resolve_dataset
 from pyrovae.data.sources import ImageOptions
-from pyrovae.guides.discrete import check_enumerable
 from pyrovae.guides.families import GUIDES
 from pyrovae.inference.divergence import DIVERGENCE_FACTOR
 from pyrovae.inference.estimators import ESTIMATORS, make_estimator
-from pyrovae.inference.kinds import applicable, estimator_kinds
 from pyrovae.inference.schedules import LR_SCHEDULES, burda_epochs
 from pyrovae.inference.temperature import (
     TEMPERATURE,
     TEMPERATURE_INTERVAL,
     TEMPERATURE_MIN,
     TEMPERATURE_RATE,
-    check_schedule,
     temperature_schedule,
 )
 from pyrovae.models.likelihoods import LIKELIHOODS, get_likelihood
 from pyrovae.models.prior import PRIORS
 from pyrovae.nets import ACTIVATIONS, NETS
+from pyrovae.runs.combinations import check_code, check_semi_supervised
 
 
 def _opt(
@@ -206,7 +204,7 @@ class TrainConfig:
                 "--prior vamp needs one stochastic layer (its components are q(z|u)); "
                 "give one --latent-dim"
             )
-        self._check_code(dims)
+        check_code(self, dims)
         make_estimator(self.estimator, self.num_particles)  # e.g. a baseline that needs K ≥ 2
         lookup(ACTIVATIONS, self.activation, "activation")
         get_likelihood(self.likelihood, self.pixels)
@@ -226,66 +224,7 @@ class TrainConfig:
         if not (math.isfinite(self.beta) and self.beta >= 0):
             raise PyroVAEError(f"--beta must be a number ≥ 0, got {self.beta}")
         parse_device(self.device)
-        self._check_semi_supervised(dims)
-
-    def _check_semi_supervised(self, dims: tuple[int, ...]) -> None:
-        """--semi-supervised needs --labels; --labels and --alpha need it; what M2 cannot be."""
-        if not self.semi_supervised:
-            for name in ("labels", "alpha"):
-                if getattr(self, name) is not None:
-                    raise PyroVAEError(f"{flag(name)} needs --semi-supervised")
-            return
-        if self.labels is None:
-            raise PyroVAEError("--semi-supervised needs --labels N, the labelled images")
-        if self.alpha is not None and not (math.isfinite(self.alpha) and self.alpha >= 0):
-            raise PyroVAEError(f"--alpha must be a number ≥ 0, got {self.alpha}")
-        refused = {
-            "--conditional (M2 has y as a latent site already)": self.conditional,
-            "--autoencoder or --guide delta (q(z|x,y) needs a density)": self.guide == "delta",
-            "several --latent-dim sizes (M2 has one stochastic layer)": len(dims) > 1,
-            f"--estimator {self.estimator} (M2 sums y out with its own objective)": (
-                self.estimator != "elbo"
-            ),
-            f"--prior {self.prior} (M2's p(z) is the standard Normal)": self.prior != "normal",
-            f"--net {self.net} (M2's networks are MLPs)": self.net != "mlp",
-            "--beta or --kl-warmup (M2's objective is unweighted)": (
-                self.beta != 1.0 or self.kl_warmup > 0
-            ),
-        }
-        for what, bad in refused.items():
-            if bad:
-                raise PyroVAEError(f"--semi-supervised does not work with {what}")
-
-    def _check_code(self, dims: tuple[int, ...]) -> None:
-        """Guide, prior and estimator fit together: the prior is over the guide's kind of code,
-        the estimator applies to it, and an enumerated code has few enough states."""
-        family, prior = GUIDES[self.guide], PRIORS[self.prior]
-        estimator = ESTIMATORS[self.estimator]
-        if family.code != getattr(prior, "code", "continuous"):
-            fits = [n for n, p in PRIORS.items() if getattr(p, "code", "continuous") == family.code]
-            raise PyroVAEError(
-                f"--prior {self.prior} does not pair with --guide {self.guide}: a "
-                f"{family.code} code needs --prior {' or '.join(fits)}"
-            )
-        kind = family.latent_kind
-        if kind not in estimator_kinds(estimator):
-            what = "pathwise, and a discrete code has no path to φ" if kind == "discrete" else (
-                "for discrete codes (--guide categorical or bernoulli)"
-            )
-            raise PyroVAEError(
-                f"--estimator {self.estimator} does not apply to --guide {self.guide} "
-                f"({kind}): it is {what}; use one of: {', '.join(applicable(ESTIMATORS, kind))}"
-            )
-        if kind == "discrete" and len(dims) > 1:
-            raise PyroVAEError(
-                f"--guide {self.guide} is one discrete layer; give one --latent-dim"
-            )
-        if getattr(estimator, "enumerates", False):
-            check_enumerable(family, dims[0], self.categories)
-        check_schedule(
-            self.temperature, self.temperature_min, self.temperature_rate,
-            self.temperature_interval,
-        )
+        check_semi_supervised(self, dims)
 
     def temperature_schedule(self) -> Callable[[int], float]:
         """The relaxation's temperature schedule, global step ↦ τ."""

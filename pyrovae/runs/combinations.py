@@ -1,0 +1,81 @@
+"""Which settings of a training config go together: a discrete code's prior and estimator,
+and what the semi-supervised M2 can be combined with. One-line errors otherwise.
+
+Each check takes the :class:`~pyrovae.runs.config.TrainConfig` being built (typed ``Any``:
+that module imports this one)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from pyrovae.core.errors import PyroVAEError
+from pyrovae.guides.discrete import check_enumerable
+from pyrovae.guides.families import GUIDES
+from pyrovae.inference.estimators import ESTIMATORS
+from pyrovae.inference.kinds import applicable, estimator_kinds
+from pyrovae.inference.temperature import check_schedule
+from pyrovae.models.prior import PRIORS
+
+
+def check_semi_supervised(config: Any, dims: tuple[int, ...]) -> None:
+    """--semi-supervised needs --labels; --labels and --alpha need it; what M2 cannot be."""
+    if not config.semi_supervised:
+        for name in ("labels", "alpha"):
+            if getattr(config, name) is not None:
+                raise PyroVAEError(f"--{name} needs --semi-supervised")
+        return
+    if config.labels is None:
+        raise PyroVAEError("--semi-supervised needs --labels N, the labelled images")
+    if config.alpha is not None and not (math.isfinite(config.alpha) and config.alpha >= 0):
+        raise PyroVAEError(f"--alpha must be a number ≥ 0, got {config.alpha}")
+    refused = {
+        "--conditional (M2 has y as a latent site already)": config.conditional,
+        "--autoencoder or --guide delta (q(z|x,y) needs a density)": config.guide == "delta",
+        "several --latent-dim sizes (M2 has one stochastic layer)": len(dims) > 1,
+        f"--estimator {config.estimator} (M2 sums y out with its own objective)": (
+            config.estimator != "elbo"
+        ),
+        f"--prior {config.prior} (M2's p(z) is the standard Normal)": config.prior != "normal",
+        f"--net {config.net} (M2's networks are MLPs)": config.net != "mlp",
+        "--beta or --kl-warmup (M2's objective is unweighted)": (
+            config.beta != 1.0 or config.kl_warmup > 0
+        ),
+    }
+    for what, bad in refused.items():
+        if bad:
+            raise PyroVAEError(f"--semi-supervised does not work with {what}")
+
+
+def check_code(config: Any, dims: tuple[int, ...]) -> None:
+    """Guide, prior and estimator fit together: the prior is over the guide's kind of code,
+    the estimator applies to it, and an enumerated code has few enough states."""
+    family, prior = GUIDES[config.guide], PRIORS[config.prior]
+    estimator = ESTIMATORS[config.estimator]
+    if family.code != getattr(prior, "code", "continuous"):
+        fits = [n for n, p in PRIORS.items() if getattr(p, "code", "continuous") == family.code]
+        raise PyroVAEError(
+            f"--prior {config.prior} does not pair with --guide {config.guide}: a "
+            f"{family.code} code needs --prior {' or '.join(fits)}"
+        )
+    kind = family.latent_kind
+    if kind not in estimator_kinds(estimator):
+        what = (
+            "pathwise, and a discrete code has no path to φ"
+            if kind == "discrete"
+            else ("for discrete codes (--guide categorical or bernoulli)")
+        )
+        raise PyroVAEError(
+            f"--estimator {config.estimator} does not apply to --guide {config.guide} "
+            f"({kind}): it is {what}; use one of: {', '.join(applicable(ESTIMATORS, kind))}"
+        )
+    if kind == "discrete" and len(dims) > 1:
+        raise PyroVAEError(f"--guide {config.guide} is one discrete layer; give one --latent-dim")
+    if getattr(estimator, "enumerates", False):
+        check_enumerable(family, dims[0], config.categories)
+    check_schedule(
+        config.temperature,
+        config.temperature_min,
+        config.temperature_rate,
+        config.temperature_interval,
+    )
