@@ -46,6 +46,7 @@ from pyrovae.core.errors import PyroVAEError
 from pyrovae.core.runtime import get_rng_state, set_rng_state, set_seed
 from pyrovae.inference.compiled import CompiledELBO
 from pyrovae.inference.data_parallel import shard
+from pyrovae.inference.kinds import CONTINUOUS, DISCRETE, estimator_kinds
 from pyrovae.nets import NETS
 from pyrovae.runs.checkpoint import load_checkpoint
 from pyrovae.runs.folder import CHECKPOINT, CONFIG, FIGURES, METRICS, read_metrics
@@ -159,8 +160,8 @@ class SimulatedRanks:
         return total
 
 
-def _case(name, estimator, k=1, compile=True, **config):
-    return {"name": name, "estimator": estimator, "k": k, "compile": compile, "config": config}
+def _case(name, objective, k=1, compile=True, **config):
+    return {"name": name, "estimator": objective, "k": k, "compile": compile, "config": config}
 
 
 ESTIMATOR_CASES = [
@@ -170,19 +171,29 @@ ESTIMATOR_CASES = [
 ]
 
 
+BINARY_CODE = {"guide": "bernoulli", "prior": "bernoulli"}
+
+
 def _part_cases():
     """Every other entry of each registry, on the default model otherwise."""
     # nvil left out: its running average is each rank's own (not summed over ranks), so a
     # rank's φ-gradient is not the one a single process makes on the whole batch
     for e in sorted(set(ESTIMATORS) - {"elbo", "analytic-kl", "iwae", "iwae-dreg", "nvil"}):
-        yield _case(e, e, 1 if accepts(e, 1) else 3)
+        # an estimator for discrete codes only trains the 3-unit binary code (8 states)
+        continuous = CONTINUOUS in estimator_kinds(ESTIMATORS[e])
+        code = {} if continuous else dict(BINARY_CODE, estimator=e)
+        yield _case(e, e, 1 if accepts(e, 1) else 3, **code)
     for g in sorted(set(GUIDES) - {"normal"}):
-        if g == "delta":
+        if GUIDES[g].latent_kind == DISCRETE:  # with its own prior and a score function
+            loo = {"estimator": "score-function-loo", "num_particles": 3}
+            yield _case(f"{g}-guide", "score-function-loo", 3, guide=g, prior=g, **loo)
+        elif g == "delta":
             yield _case("autoencoder", "elbo", autoencoder=True)
         else:  # a closed-form KL where there is one
             yield _case(f"{g}-guide", "analytic-kl" if g == "full-covariance" else "elbo", guide=g)
     for p in sorted(set(PRIORS) - {"normal"}):  # vamp: a parameter shared by model and guide
-        yield _case(f"{p}-prior", "iwae", 3, prior=p)
+        if PRIORS[p].code == "continuous":  # a discrete code's prior: with its guide above
+            yield _case(f"{p}-prior", "iwae", 3, prior=p)
     for name in sorted(set(LIKELIHOODS) - {"bernoulli"}):
         pixels = "grey" if "grey" in LIKELIHOODS[name].pixels else "8bit"
         yield _case(f"{name}-likelihood", "elbo", pixels=pixels, likelihood=name)
