@@ -103,6 +103,9 @@ def test_ais_and_bdmc_are_printed_and_kept_beside_importance_sampling(runs, caps
     assert _evaluate(idx, run, "--method", "ais", *AIS[:-2], "--test-subset", "3") == 0
     methods = [(e["method"], e["num_test"]) for e in _entries(run)]
     assert methods == [("is", 6), ("bdmc", 6), ("ais", 6), ("ais", 3)]
+    # the bound-vs-K figure draws importance sampling's L_K only (AIS has no K)
+    assert main(["plot", str(run), "--data-dir", str(idx), "--no-download"]) == 0
+    assert (run / "figures" / "bound_vs_k.png").is_file()
 
 
 def test_two_stochastic_layers_and_the_prior_start(runs, capsys):

@@ -1,5 +1,6 @@
 """Inference: ELBO estimators, SVI training, evaluation and gradient diagnostics."""
 
+from pyrovae.inference.ais import ais_log_marginal, bdmc
 from pyrovae.inference.diagnostics import gradient_statistics
 from pyrovae.inference.estimators import ESTIMATORS, make_estimator
 from pyrovae.inference.evaluate import evaluate_elbo
@@ -16,6 +17,8 @@ __all__ = [
     "ESTIMATORS",
     "active_units",
     "active_units_by_site",
+    "ais_log_marginal",
+    "bdmc",
     "draw_particles",
     "evaluate_elbo",
     "fit",

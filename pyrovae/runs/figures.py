@@ -158,11 +158,16 @@ def diagnostic_figures(
 ) -> list[Path]:
     """Figures of what ``evaluate`` and ``diagnose`` recorded in run folder ``path`` at the
     checkpoint's ``epoch``: bound_vs_k (test ELBO = L_1 and the importance-weighted L_K of every
-    K evaluated on the same test images), snr_vs_k and gradient_variance. What was recorded only
-    at other epochs is not drawn; ``note`` (default: a warning) says so."""
+    K evaluated on the same test images; AIS's and BDMC's evaluations are not L_K's), snr_vs_k
+    and gradient_variance. What was recorded only at other epochs is not drawn; ``note``
+    (default: a warning) says so."""
     note = _noted(note)
     written = []
-    evaluations = [e for e in read_evaluations(path) if e.get("log_px") is not None]
+    evaluations = [  # importance sampling's L_K (AIS's and BDMC's figures have no K)
+        e
+        for e in read_evaluations(path)
+        if e.get("log_px") is not None and e.get("method", "is") == "is"
+    ]
     current = [e for e in evaluations if e.get("epoch") == epoch]
     if current:
         most = max(e["num_test"] for e in current)
