@@ -8,8 +8,17 @@ from pathlib import Path
 
 from pyrovae.cli.parser import _add_data_flags
 from pyrovae.core.ranges import SIZE
+from pyrovae.inference.ais import START
 from pyrovae.runs import LOG_PX_SAMPLES, evaluate_run
-from pyrovae.runs.evaluate import MAX_DRAWS, MAX_DRAWS_RANGE, NUM_SAMPLES
+from pyrovae.runs.evaluate import (
+    AIS_CHAINS,
+    AIS_LEAPFROG,
+    AIS_STEPS,
+    MAX_DRAWS,
+    MAX_DRAWS_RANGE,
+    METHODS,
+    NUM_SAMPLES,
+)
 from pyrovae.runs.folder import EVALUATION
 from pyrovae.runs.seeds import is_group, seed_runs, summarize
 
@@ -39,6 +48,41 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     evaluate.add_argument(
         "--test-subset", type=SIZE, metavar="N", help="evaluate on the first N test images only"
+    )
+    evaluate.add_argument(
+        "--method",
+        choices=list(METHODS),
+        default="is",
+        help="how log p(x) is estimated: is (importance sampling with the guide, K = "
+        "--num-samples), ais (annealed importance sampling) or bdmc (AIS's lower and upper "
+        "bounds on as many images simulated from the model) (default: is)",
+    )
+    evaluate.add_argument(
+        "--ais-steps",
+        type=SIZE,
+        default=AIS_STEPS,
+        metavar="T",
+        help=f"AIS: annealing steps along a sigmoid schedule (default: {AIS_STEPS})",
+    )
+    evaluate.add_argument(
+        "--chains",
+        type=SIZE,
+        default=AIS_CHAINS,
+        metavar="C",
+        help=f"AIS: chains per image (default: {AIS_CHAINS})",
+    )
+    evaluate.add_argument(
+        "--leapfrog",
+        type=SIZE,
+        default=AIS_LEAPFROG,
+        metavar="L",
+        help=f"AIS: leapfrog steps per HMC transition (default: {AIS_LEAPFROG})",
+    )
+    evaluate.add_argument(
+        "--ais-from",
+        choices=START,
+        default="guide",
+        help="AIS: anneal from the guide q(z|x) or from the prior p(z) (default: guide)",
     )
     evaluate.add_argument("--no-progress", action="store_true", help="no progress bar")
     evaluate.add_argument("--device", help="cpu, cuda or auto (default: the run's)")
@@ -93,6 +137,11 @@ def _evaluate(args: argparse.Namespace, run_dir) -> dict:
         max_draws=args.max_draws,
         report=_print,
         note=_note,
+        method=args.method,
+        ais_steps=args.ais_steps,
+        chains=args.chains,
+        leapfrog=args.leapfrog,
+        ais_from=args.ais_from,
     )
 
 
@@ -116,17 +165,42 @@ def _print(results: dict) -> None:
     if "log_px" in results:
         stderr = results["log_px_stderr"]
         spread = f"± {stderr:.3f}" if stderr is not None else "± n/a"
+        how = _how(results)
         print(
             f"  log p(x)             {results['log_px']:.3f} {spread} "
-            f"(K={results['num_samples']}, MC error {results['log_px_mc_stderr']:.3f}; "
+            f"({how}, MC error {results['log_px_mc_stderr']:.3f}; "
             f"{results['log_px_bpd']:.4f} bits/dim)"
         )
-        print(f"  effective samples    {results['ess']:.1f} of {results['num_samples']}")
+        if "ess" in results:
+            print(f"  effective samples    {results['ess']:.1f} of {results['num_samples']}")
+        else:
+            print(f"  HMC acceptance       {results['ais_acceptance']:.3f}")
+    if "bdmc_gap" in results:  # on as many images simulated from the model
+        stderr = results["bdmc_gap_stderr"]
+        spread = f"± {stderr:.3f}" if stderr is not None else "± n/a"
+        print(f"  on {results['num_test']} images simulated from the model ({_how(results)}):")
+        print(f"  BDMC lower bound     {results['bdmc_lower']:.3f} (forward AIS)")
+        print(f"  BDMC upper bound     {results['bdmc_upper']:.3f} (reverse AIS)")
+        print(f"  BDMC gap             {results['bdmc_gap']:.3f} {spread}")
+        print(
+            f"  HMC acceptance       {results['ais_acceptance']:.3f} forward, "
+            f"{results['ais_acceptance_reverse']:.3f} reverse"
+        )
     if "test_accuracy" in results:  # M2's classifier q(y|x)
         print(f"  test accuracy        {100 * results['test_accuracy']:.2f}% (q(y|x))")
     active = _per_layer(results["active_units"], results["latent_dim"])
     # flushed: the figures reach a pipe or a file before evaluation.json is written
     print(f"  active units         {active}", flush=True)
+
+
+def _how(results: dict) -> str:
+    """``K=5000`` for importance sampling; ``AIS T=100 C=16 L=10 from guide``."""
+    if results.get("method", "is") == "is":
+        return f"K={results['num_samples']}"
+    return (
+        f"{results['method'].upper()} T={results['ais_steps']} C={results['chains']} "
+        f"L={results['leapfrog']} from {results['ais_from']}"
+    )
 
 
 def _per_layer(active: int | list[int] | None, dims: int | list[int]) -> str:

@@ -13,6 +13,7 @@ from pyrovae.core.labels import labels_for
 from pyrovae.core.memory import format_bytes
 from pyrovae.core.ranges import SIZE, IntRange
 from pyrovae.guides.families import GUIDES
+from pyrovae.inference.ais import Settings, ais_cost, ais_log_marginal, bdmc, check_memory
 from pyrovae.inference.evaluate import bits_per_dim, evaluate_elbo
 from pyrovae.inference.marginal import (
     Cost,
@@ -36,6 +37,7 @@ NUM_SAMPLES = IntRange(0, None)  # K: 0 skips log p(x); no upper end, MAX_DRAWS 
 # some hours on a 2-core CPU. More needs --max-draws: a mistyped K is told before it runs for years.
 MAX_DRAWS = 10**9
 MAX_DRAWS_RANGE = IntRange(1, None)
+AIS_STEPS, AIS_CHAINS, AIS_LEAPFROG = 100, 16, 10  # defaults: T, C, L (Wu et al. use 10⁴, 16, 10)
 
 
 def evaluate_run(
@@ -50,6 +52,11 @@ def evaluate_run(
     max_draws: int = MAX_DRAWS,
     report: Callable[[dict[str, Any]], None] | None = None,
     note: Callable[[str], None] | None = None,
+    method: str = "is",
+    ais_steps: int = AIS_STEPS,
+    chains: int = AIS_CHAINS,
+    leapfrog: int = AIS_LEAPFROG,
+    ais_from: str = "guide",
 ) -> dict[str, Any]:
     """Test figures of a run's checkpoint, also added to the run's ``evaluation.json`` (which
     keeps one entry per epoch, K and number of test images).
@@ -69,27 +76,56 @@ def evaluate_run(
     ``test_subset=N`` uses the first N test images only (from one image: no stderr, no active
     units, recorded as null).
 
-    Before log p(x) its cost is estimated (:func:`~pyrovae.inference.marginal.estimate_cost`)
-    and told to ``note``; more than ``max_draws`` draws of z (test images × K) are refused in
-    one line that quotes the estimate. ``report`` gets the figures before they are written, so
-    that a write that fails (a full disk) loses nothing it has shown.
+    ``method`` says how log p(x) is estimated (:data:`METHODS`): ``"is"`` as above;
+    ``"ais"``, annealed importance sampling from the guide (or ``ais_from="prior"``) with T =
+    ``ais_steps``, C = ``chains`` and L = ``leapfrog`` (``log_px`` and its errors then come
+    from AIS, with ``ais_acceptance``; :func:`~pyrovae.inference.ais.ais_log_marginal`);
+    ``"bdmc"``, bidirectional Monte Carlo on as many images simulated from the model
+    (``bdmc_lower``, ``bdmc_upper``, ``bdmc_gap`` and its standard error;
+    :func:`~pyrovae.inference.ais.bdmc`). AIS needs continuous latents, and a density to start
+    from: the point-mass guide anneals from the prior only.
+
+    Before log p(x) its cost is estimated (:func:`~pyrovae.inference.marginal.estimate_cost`,
+    :func:`~pyrovae.inference.ais.ais_cost`) and told to ``note``; more than ``max_draws``
+    draws of z (test images × K) are refused in one line that quotes the estimate, and so is an
+    AIS run whose chains need more memory than the device has free. ``report`` gets the
+    figures before they are written, so that a write that fails (a full disk) loses nothing it
+    has shown.
     """
     NUM_SAMPLES.check("--num-samples", num_samples)
     SIZE.check("--test-subset", test_subset)
     MAX_DRAWS_RANGE.check("--max-draws", max_draws)
+    if method not in METHODS:
+        raise PyroVAEError(f"unknown --method {method!r}: one of {', '.join(METHODS)}")
+    ais = Settings(ais_steps, chains, leapfrog, ais_from)
+    ais.check()
     path = Path(run_dir)
     with run_lock(path):  # checked writable before any work: the results are not lost
         check_writable(path)
         run = load_run(path, device, data_dir, download, allow_other_data)
         x = first_test_images(run.data, test_subset, "--test-subset")
         y = labels_for(run.model, run.data.test_y[: x.shape[0]])
-        log_px = num_samples > 0 and GUIDES[run.config.guide].has_density
-        if log_px:  # told, or refused, before the long part
-            cost = estimate_cost(run.model, run.guide, x, num_samples, y)
-            told = _cost_in_words(cost, num_samples, x.shape[0], max_draws)
+        if method == "is":
+            log_px = num_samples > 0 and GUIDES[run.config.guide].has_density
+            if log_px:  # told, or refused, before the long part
+                cost = estimate_cost(run.model, run.guide, x, num_samples, y)
+                told = _cost_in_words(cost, num_samples, x.shape[0], max_draws)
+                if note is not None:
+                    note(told)
+            figures = _figures(run, x, y, num_samples, log_px, progress)
+        else:
+            _check_annealable(run.config, ais)
+            cost = ais_cost(run.model, run.guide, x, y, **ais.options(), directions=METHODS[method])
+            what = f"{method.upper()} with T={ais_steps}, C={chains}, L={leapfrog}"
+            check_memory(cost, x.device, what)
             if note is not None:
-                note(told)
-        figures = _figures(run, x, y, num_samples, log_px, progress)
+                note(
+                    f"{what} on {x.shape[0]} images: about {_duration(cost.seconds)} here "
+                    f"(one gradient evaluation timed), {format_bytes(cost.bytes)} at a time"
+                )
+            figures = _figures(run, x, y, 0, False, progress)
+            figures.update(_ANNEALED[method](run, x, y, ais, progress))
+        figures["method"] = method
         if report is not None:
             report(figures)
         write_evaluation(path, figures)
@@ -109,9 +145,7 @@ def _figures(run, x, y, num_samples: int, log_px: bool, progress: bool) -> dict[
         "test_elbo_bpd": bits_per_dim(test["elbo"], run.data.num_pixels),
     }
     if hasattr(guide, "classify"):  # M2: its classifier q(y|x) on the same test images
-        figures["test_accuracy"] = classification_accuracy(
-            guide, x, run.data.test_y[: x.shape[0]]
-        )
+        figures["test_accuracy"] = classification_accuracy(guide, x, run.data.test_y[: x.shape[0]])
     if not GUIDES[config.guide].has_density:  # Pyro's log q = 0: "KL" is −log p(z) at the code
         figures["point_mass"] = True
     if log_px:
@@ -134,6 +168,59 @@ def _figures(run, x, y, num_samples: int, log_px: bool, progress: bool) -> dict[
     code_dim = getattr(getattr(guide, "family", None), "code_dim", None)
     figures["latent_dim"] = code_dim if isinstance(dims, int) and code_dim else dims
     return figures
+
+
+# How log p(x) is estimated: the name and how many annealing directions it runs (0: none).
+METHODS: dict[str, int] = {"is": 0, "ais": 1, "bdmc": 2}
+
+
+def _check_annealable(config, ais: Settings) -> None:
+    """One line where AIS cannot run: discrete latents, or nothing to start from."""
+    family = GUIDES[config.guide]
+    if config.semi_supervised or family.latent_kind != "continuous":
+        what = "M2's class y" if config.semi_supervised else f"the {config.guide} code"
+        raise PyroVAEError(
+            f"AIS anneals continuous latents and {what} is discrete: use --method is"
+        )
+    if ais.start == "guide" and not family.has_density:
+        raise PyroVAEError(
+            f"the {config.guide} guide is a point mass with no density to anneal from: "
+            "use --ais-from prior"
+        )
+
+
+def _annealed(run, x, y, ais: Settings, progress: bool) -> dict[str, Any]:
+    result = ais_log_marginal(run.model, run.guide, x, y, **ais.options(), progress=progress)
+    return {
+        "ais_steps": ais.steps,
+        "chains": ais.chains,
+        "leapfrog": ais.leapfrog,
+        "ais_from": ais.start,
+        "log_px": result["log_px"],
+        "log_px_bpd": result["bits_per_dim"],
+        "log_px_stderr": _finite_or_none(result["stderr"]),
+        "log_px_mc_stderr": result["mc_stderr"],
+        "ais_acceptance": result["acceptance"],
+    }
+
+
+def _bidirectional(run, x, y, ais: Settings, progress: bool) -> dict[str, Any]:
+    result = bdmc(run.model, run.guide, x, y, **ais.options(), progress=progress)
+    return {
+        "ais_steps": ais.steps,
+        "chains": ais.chains,
+        "leapfrog": ais.leapfrog,
+        "ais_from": ais.start,
+        "bdmc_lower": result["lower"],
+        "bdmc_upper": result["upper"],
+        "bdmc_gap": result["gap"],
+        "bdmc_gap_stderr": _finite_or_none(result["gap_stderr"]),
+        "ais_acceptance": result["acceptance_forward"],
+        "ais_acceptance_reverse": result["acceptance_reverse"],
+    }
+
+
+_ANNEALED = {"ais": _annealed, "bdmc": _bidirectional}
 
 
 def _cost_in_words(cost: Cost, num_samples: int, num_test: int, max_draws: int) -> str:

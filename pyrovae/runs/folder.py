@@ -228,25 +228,39 @@ def _entries(file: Path, fmt: str, key: str) -> list[dict[str, Any]]:
     return data
 
 
-def _merge(old: list[dict], new: list[dict], fields: tuple[str, ...]) -> list[dict]:
-    """``old`` with the entries of ``new`` added, replacing those of the same setting."""
+def _merge(
+    old: list[dict], new: list[dict], fields: tuple[str, ...], defaults: dict | None = None
+) -> list[dict]:
+    """``old`` with the entries of ``new`` added, replacing those of the same setting (a field
+    an entry lacks reads as ``defaults`` gives it, else None)."""
 
     def setting(e: dict) -> tuple:
-        return tuple(e.get(f) for f in fields)
+        return tuple(e.get(f, (defaults or {}).get(f)) for f in fields)
 
     replaced = {setting(e) for e in new}
     return [e for e in old if setting(e) not in replaced] + list(new)
 
 
-EVALUATION_SETTING = ("epoch", "num_samples", "num_test")
+EVALUATION_SETTING = (
+    "epoch",
+    "method",
+    "num_samples",
+    "num_test",
+    "ais_steps",
+    "chains",
+    "leapfrog",
+    "ais_from",
+)
+# evaluations written before AIS existed are importance sampling's
+EVALUATION_DEFAULTS = {"method": "is"}
 DIAGNOSTIC_SETTING = ("epoch", "estimator", "num_particles", "samples", "batch_size")
 
 
 def write_evaluation(path: Path, figures: dict[str, Any]) -> None:
     """Add ``figures`` to ``evaluation.json`` (last: the file is in the order of writing),
-    replacing an earlier evaluation of the same (epoch, K, test images); evaluations at other
-    settings are kept."""
-    entries = _merge(read_evaluations(path), [figures], EVALUATION_SETTING)
+    replacing an earlier evaluation of the same (epoch, method, K, test images, AIS settings);
+    evaluations at other settings are kept."""
+    entries = _merge(read_evaluations(path), [figures], EVALUATION_SETTING, EVALUATION_DEFAULTS)
     _write_json(path / EVALUATION, {"format": EVALUATIONS_FORMAT, "evaluations": entries})
 
 
