@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from functools import partial
 from typing import Any
 
 import torch
@@ -27,6 +28,7 @@ from pyrovae.core.labels import with_label
 from pyrovae.core.ranges import SIZE
 from pyrovae.core.runtime import get_rng_state, seeded, set_rng_state
 from pyrovae.guides.guide import AmortizedGuide
+from pyrovae.inference.ais import ais_log_marginal
 from pyrovae.inference.evaluate import batch_args
 from pyrovae.inference.marginal import BATCH_SIZE, EVAL_SEED, chunk_sizes
 from pyrovae.inference.particles import draw_particles, parameters_detached
@@ -383,22 +385,9 @@ def inference_gaps(
     if log_px_fn is not None:
         ais_settings = None  # log p(x) from elsewhere: no AIS setting applies
     else:
-        from pyrovae.inference.ais import ais_log_marginal  # written alongside; imported late
-
-        def log_px_fn(model, guide, x, y):
-            return ais_log_marginal(
-                model,
-                guide,
-                x,
-                y,
-                steps=ais_steps,
-                chains=chains,
-                leapfrog=leapfrog,
-                batch_size=batch_size,
-                seed=seed,
-                progress=progress,
-            )
-
+        log_px_fn = partial(
+            ais_log_marginal, **ais_settings, batch_size=batch_size, seed=seed, progress=progress
+        )
     n = x.shape[0]
     per: dict[str, list[torch.Tensor]] = {key: [] for key, _ in FIGURES}
     raws = []
