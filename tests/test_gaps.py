@@ -17,6 +17,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import write_dataset
+from pyro.distributions.transforms import AffineAutoregressive
 from torch import nn
 
 from pyrovae.cli import main
@@ -37,6 +38,7 @@ from pyrovae.inference.gaps import (
     local_guide,
     optimize_local,
 )
+from pyrovae.inference.particles import Particles
 from pyrovae.models.linear_gaussian import HierarchicalLinearGaussian, LinearGaussian
 from pyrovae.runs.config import TrainConfig
 from pyrovae.runs.folder import GAPS, create_run
@@ -292,6 +294,31 @@ def test_the_flow_searches_its_base_and_keeps_its_layers(x):
     assert amortization["mean"] > 5 > Z * amortization["mc_stderr"]
     # L[q*] ≤ log p(x): the approximation gap is ≥ 0 within its error
     assert approximation["mean"] > -Z * approximation["mc_stderr"]
+
+
+def test_the_search_never_inverts_a_flow(model, x, monkeypatch):
+    """Re-scoring a draw at detached parameters would invert the flow (d sequential passes a
+    layer) at every step: the flow's search takes the full reparameterized gradient instead;
+    the other families keep the path-derivative one (a re-scoring, without inversions)."""
+    inversions = []
+    inverse = AffineAutoregressive._inverse
+
+    def counted(self, y):
+        inversions.append(1)
+        return inverse(self, y)
+
+    monkeypatch.setattr(AffineAutoregressive, "_inverse", counted)
+    model, x = LinearGaussian(W.float(), BIAS.float(), SIGMA), x.float()
+    encoder = diagonal_guide(model, shift=1.0, scale=2.0).encoder.float()
+    guide = AmortizedGuide(encoder, InverseAutoregressiveFlow(2))
+    found = optimize_local(model, guide, x, max_steps=20, check_every=10)
+    assert found.steps == 20 and not inversions
+    rescored = []
+    monkeypatch.setattr(
+        Particles, "log_q_stop", property(lambda p: rescored.append(1) or p.log_q.detach())
+    )
+    optimize_local(model, diagonal_guide(model).float(), x, max_steps=20, check_every=10)
+    assert len(rescored) == 20
 
 
 def test_elbo_estimates_and_their_errors_match_the_closed_form(model, x):

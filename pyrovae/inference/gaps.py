@@ -31,11 +31,16 @@ from pyrovae.guides.guide import AmortizedGuide
 from pyrovae.inference.ais import ais_log_marginal
 from pyrovae.inference.evaluate import batch_args
 from pyrovae.inference.marginal import BATCH_SIZE, EVAL_SEED, chunk_sizes
-from pyrovae.inference.particles import draw_particles, parameters_detached
+from pyrovae.inference.particles import (
+    Particles,
+    draw_particles,
+    holds_only_tensors,
+    parameters_detached,
+)
 
 ELBO_SAMPLES = 100  # S: particles per datapoint for each ELBO estimate
 CHUNK_SIZE = 100  # particles per datapoint drawn at a time (memory: CHUNK_SIZE × batch)
-# Settings of the gap's figures, in the order printed: (key, label)
+# The figures of the split, in the order printed: (key, label)
 FIGURES = (
     ("log_px", "log p̂(x) (AIS)"),
     ("elbo_local", "L[q*]"),
@@ -51,8 +56,8 @@ class FreeParameters(nn.Module):
 
     ``raw`` is registered as it is when it is an ``nn.Parameter`` (so an optimizer over it
     updates what the guide reads, and :func:`~pyrovae.inference.particles.parameters_detached`
-    cuts it for the path-derivative gradient); any other tensor is held as a parameter without
-    gradient.
+    cuts it where the path-derivative gradient re-runs the guide); any other tensor is held as
+    a parameter without gradient.
     """
 
     def __init__(self, raw: torch.Tensor) -> None:
@@ -282,10 +287,13 @@ def optimize_local(
 
     raw starts at encoder(x) (a detached copy); Adam minimizes −Σ_i L̂_i, which separates over
     datapoints, so each raw_i gets only its own datapoint's gradient (Adam is per coordinate).
-    L̂_i = (1/K) Σ_k [log p(x_i, z_k) − log q_φ̄(z_k|x_i)], K = ``samples`` reparameterized
-    particles per step, with the path-derivative gradient (STL, Roeder et al. 2017: the
-    parameters in log q detached): unbiased, and zero for every draw at an exact posterior,
-    so an optimal start stays put.
+    L̂_i = (1/K) Σ_k [log p(x_i, z_k) − log q(z_k|x_i)], K = ``samples`` reparameterized
+    particles per step. Its gradient is the path-derivative one (STL, Roeder et al. 2017:
+    log q at detached parameters; unbiased, zero at an exact posterior, lower variance near
+    one) where every site's distribution holds plain tensors (:func:`_path_derivative`); a
+    flow's is the full reparameterized gradient, also unbiased: the path-derivative one would
+    invert the flow at every step, d sequential passes per layer (4.5 s a step instead of
+    0.4 s, measured on 20 MNIST images with d = 50 on 2 CPU cores).
 
     Plateau: every ``check_every`` steps each datapoint's ELBO is estimated on fixed noise
     (``check_samples`` particles from seed + 1, the same at every check, so checks differ by
@@ -313,11 +321,15 @@ def optimize_local(
         start_elbo, level = best.clone(), best.mean().item()
         optimizer = torch.optim.Adam([raw], lr=lr)
         steps = stale = 0
+        path_derivative = None
         while steps < max_steps and stale < patience:
             for _ in range(min(check_every, max_steps - steps)):
                 with poutine.block():
                     particles = draw_particles(model, local, args, {}, samples)
-                loss = -(particles.log_p - particles.log_q_stop).mean(0).sum()
+                if path_derivative is None:
+                    path_derivative = _path_derivative(particles)
+                log_q = particles.log_q_stop if path_derivative else particles.log_q
+                loss = -(particles.log_p - log_q).mean(0).sum()  # separates over datapoints
                 raw.grad = torch.autograd.grad(loss, raw)[0]
                 optimizer.step()
                 steps += 1
@@ -330,6 +342,17 @@ def optimize_local(
             else:
                 stale += 1
     return LocalResult(best_raw, best, start_elbo, steps, stale >= patience)
+
+
+def _path_derivative(particles: Particles) -> bool:
+    """Whether log q at detached parameters is cheap here: every latent site's distribution
+    holds plain tensors (no flow to invert when re-scoring a draw)."""
+    sites = particles.guide_trace.nodes.values()
+    return all(
+        holds_only_tensors(site["fn"])
+        for site in sites
+        if site["type"] == "sample" and not site["is_observed"]
+    )
 
 
 def _summary(values: torch.Tensor, mc_stderr: torch.Tensor) -> dict[str, float]:
