@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import write_dataset
+from conftest import DEVICES, write_dataset
 from pyro.distributions.transforms import AffineAutoregressive
 from torch import nn
 
@@ -211,10 +211,14 @@ def assert_no_gaps(gaps, log_px: torch.Tensor) -> None:
     assert gaps["local_plateau"] == [True]
 
 
-def test_with_the_exact_posterior_both_gaps_are_zero(model, x):
+@pytest.mark.parametrize("device", DEVICES)
+def test_with_the_exact_posterior_both_gaps_are_zero(x, device):
+    model, x = LinearGaussian(W.to(device), BIAS.to(device), SIGMA), x.to(device)
     A, cov = model.posterior_map()
-    guide = AmortizedGuide(exact_encoder(A, -A @ model.b, cov), FullCovarianceNormal(2))
+    encoder = exact_encoder(A, -A @ model.b, cov).to(device)
+    guide = AmortizedGuide(encoder, FullCovarianceNormal(2)).to(device)
     gaps = inference_gaps(model, guide, x, log_px_fn=exact_log_px)
+    assert gaps["per_datapoint"]["elbo_local"].device == x.device
     assert_no_gaps(gaps, model.log_marginal(x))
 
 
