@@ -70,7 +70,7 @@ def _integer_flags() -> list[tuple[str, argparse.Action]]:
 
 def test_every_integer_flag_declares_its_range():
     flags = _integer_flags()
-    assert {verb for verb, _ in flags} == {"train", "evaluate", "diagnose", "sample"}
+    assert {verb for verb, _ in flags} == {"train", "evaluate", "diagnose", "gaps", "sample"}
     plain = [f"{verb} {a.option_strings[0]}" for verb, a in flags if a.type is int]
     assert not plain, f"integer flags without an IntRange: {plain}"
 
@@ -101,6 +101,7 @@ def test_an_integer_flag_out_of_its_range_is_one_line_before_any_work(
         "evaluate": ["evaluate", str(target), *data],
         "diagnose": ["diagnose", str(target), "--estimators", "elbo", "--num-particles", "1"],
         "sample": ["sample", str(target)],
+        "gaps": ["gaps", str(target), *data],
     }[verb]
     assert main([*argv, flag, str(value)]) == 2
     err = _err(capsys)

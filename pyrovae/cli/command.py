@@ -12,7 +12,7 @@ from types import ModuleType
 
 import torch
 
-from pyrovae.cli import diagnose, evaluate, plot, sample, train
+from pyrovae.cli import diagnose, evaluate, gaps, plot, sample, train
 from pyrovae.cli.parser import EXIT_USAGE, _Parser, check_ranges
 from pyrovae.core.distributed import launch_rank
 from pyrovae.core.errors import Note, PyroVAEError, first_line
@@ -30,6 +30,7 @@ VERBS: dict[str, ModuleType] = {
     "train": train,
     "evaluate": evaluate,
     "diagnose": diagnose,
+    "gaps": gaps,
     "sample": sample,
     "plot": plot,
 }

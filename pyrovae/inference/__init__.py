@@ -4,6 +4,13 @@ from pyrovae.inference.ais import ais_log_marginal, bdmc
 from pyrovae.inference.diagnostics import gradient_statistics
 from pyrovae.inference.estimators import ESTIMATORS, make_estimator
 from pyrovae.inference.evaluate import evaluate_elbo
+from pyrovae.inference.gaps import (
+    LocalSettings,
+    elbo_per_datapoint,
+    inference_gaps,
+    local_guide,
+    optimize_local,
+)
 from pyrovae.inference.marginal import (
     active_units,
     active_units_by_site,
@@ -15,18 +22,23 @@ from pyrovae.inference.train import fit, make_optimizer, svi_step
 
 __all__ = [
     "ESTIMATORS",
+    "LocalSettings",
     "active_units",
     "active_units_by_site",
     "ais_log_marginal",
     "bdmc",
     "draw_particles",
+    "elbo_per_datapoint",
     "evaluate_elbo",
     "fit",
     "gradient_statistics",
+    "inference_gaps",
+    "local_guide",
     "log_marginal_likelihood",
     "log_mean_exp",
     "make_estimator",
     "make_optimizer",
+    "optimize_local",
     "posterior_means",
     "svi_step",
 ]

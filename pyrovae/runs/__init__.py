@@ -10,6 +10,7 @@ from pyrovae.runs.config import TrainConfig
 from pyrovae.runs.diagnose import diagnose_run
 from pyrovae.runs.evaluate import LOG_PX_SAMPLES, evaluate_run
 from pyrovae.runs.folder import read_config, read_metrics
+from pyrovae.runs.gaps import gaps_run
 from pyrovae.runs.load import LoadedRun, load_run
 from pyrovae.runs.plot import plot_runs
 from pyrovae.runs.sample import sample_run
@@ -22,6 +23,7 @@ __all__ = [
     "build_model_and_guide",
     "diagnose_run",
     "evaluate_run",
+    "gaps_run",
     "load_checkpoint",
     "load_run",
     "plot_runs",

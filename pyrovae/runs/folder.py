@@ -309,3 +309,32 @@ def read_latents(path: Path) -> dict[str, torch.Tensor] | None:
     if not isinstance(latents, dict) or not {"epochs", "codes", "labels"} <= set(latents):
         raise PyroVAEError(f"{file} is not a pyrovae latent-snapshot file")
     return latents
+
+
+GAPS, GAPS_FORMAT = "gaps.json", "pyrovae-gaps/1"
+
+
+def read_gaps(path: Path) -> list[dict[str, Any]]:
+    """Every entry of ``gaps.json``, in the order written (empty when there is none). A file
+    that is not pyrovae's list of entries is a one-line error: it is never overwritten."""
+    file = path / GAPS
+    if (file.exists() or file.is_symlink()) and not file.is_file():
+        raise PyroVAEError(f"{file} is not a file; move it away to record inference gaps")
+    data = _read_json(file)
+    if data is None:
+        return []
+    ours = isinstance(data, dict) and data.get("format") == GAPS_FORMAT
+    entries = data.get("entries") if ours else None
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise PyroVAEError(
+            f"{file} is damaged (not pyrovae's list of gap entries); pyrovae does not "
+            "overwrite it: move it away to record new ones"
+        )
+    return entries
+
+
+def append_gaps(path: Path, entry: dict[str, Any]) -> None:
+    """Add ``entry`` at the end of ``gaps.json`` (atomically); earlier entries are kept as they
+    are, whatever their settings: the file is only ever appended to."""
+    entries = read_gaps(path)
+    _write_json(path / GAPS, {"format": GAPS_FORMAT, "entries": [*entries, entry]})
