@@ -82,7 +82,14 @@ def _commands() -> list[list[str]]:
 
 def test_the_bash_blocks_have_their_commands():
     assert len(_commands()) >= 25
-    assert {c[0] for c in _commands()} == {"train", "evaluate", "diagnose", "sample", "plot"}
+    assert {c[0] for c in _commands()} == {
+        "train",
+        "evaluate",
+        "diagnose",
+        "sample",
+        "plot",
+        "gaps",
+    }
 
 
 @pytest.mark.parametrize(
