@@ -1,4 +1,5 @@
-"""Seconds and peak memory of the importance-sampled log p(x) evaluator (K = 5000 by default).
+"""Seconds and peak memory of the importance-sampled log p(x) evaluator (K = 5000 by default),
+and of annealed importance sampling with ``--ais-steps T`` (C = 16 chains, L = 10).
 
 ``log_marginal_likelihood`` streams over the images (``--batch-size``) and over K
 (``--chunk-size`` particles at a time, a running log-sum-exp), so memory is bounded by one
@@ -6,6 +7,11 @@ chunk × batch of decoder outputs, whatever K and the number of images. The mode
 one, freshly initialized, or a run's checkpoint (``--run``): the cost does not depend on training.
 
     python benchmarks/evaluator.py --images 1000 --num-samples 5000
+    python benchmarks/evaluator.py --images 100 --num-samples 5000 --ais-steps 100 --ais-images 100
+
+AIS runs after importance sampling on the first ``--ais-images`` images (a batch of 100 images ×
+16 chains is one pass of the decoder per leapfrog step); its seconds per 1000 images are scaled
+from those.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import torch
 from epoch_time import environment
 
 import pyrovae
+from pyrovae.inference.ais import ais_log_marginal
 from pyrovae.inference.marginal import log_marginal_likelihood
 from pyrovae.runs import load_run
 
@@ -33,6 +40,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--run", type=Path, default=None, help="a run folder to evaluate instead")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--ais-steps", type=int, default=0, help="T for AIS (0: no AIS)")
+    p.add_argument("--ais-images", type=int, default=100, help="images for AIS")
     p.add_argument("--json", type=Path, default=None)
     return p.parse_args(argv)
 
@@ -89,9 +98,30 @@ def main(argv: list[str] | None = None) -> None:
         f"{seconds:.1f} s ({result['images'] * args.num_samples / seconds / 1e3:.1f} k particles/s)"
         f", peak RSS {result['peak_rss_mib']:.0f} MiB (before: {rss_before:.0f} MiB)"
     )
+    if args.ais_steps > 0:
+        result.update(_ais(model, guide, data.test_x[: args.ais_images], args.ais_steps, device))
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"environment": env, **result}, indent=2) + "\n")
+
+
+def _ais(model, guide, x, steps: int, device: torch.device) -> dict:
+    """AIS with T = ``steps``, C = 16, L = 10 on ``x``: seconds, per 1000 images, log p(x)."""
+    start = time.perf_counter()
+    out = ais_log_marginal(model, guide, x, steps=steps, chains=16, leapfrog=10, progress=True)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - start
+    n = int(x.shape[0])
+    print(f"AIS log p(x) {out['log_px']:.2f} on {n} images, T={steps}, C=16, L=10: {seconds:.1f} s")
+    return {
+        "ais_images": n,
+        "ais_steps": steps,
+        "ais_seconds": seconds,
+        "ais_seconds_per_1000": seconds * 1000 / n,
+        "ais_log_px": float(out["log_px"]),
+        "ais_acceptance": out["acceptance"],
+    }
 
 
 if __name__ == "__main__":

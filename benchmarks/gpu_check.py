@@ -11,7 +11,8 @@ Six steps, each a subprocess with a time limit of its own, all within ``--budget
 3. ``iwae-k``: ``benchmarks/scaling.py --device cuda``, IWAE milliseconds per step at
    K = 1, 5, 50 and each against K = 1;
 4. ``evaluator``: ``benchmarks/evaluator.py --device cuda``, log p(x) with K = 5000 on all
-   10 000 test images, seconds and peak GPU memory;
+   10 000 test images, seconds and peak GPU memory; then AIS (T = 100, C = 16, L = 10) on the
+   first 100, seconds per 1000 images;
 5. ``seeds``: ``benchmarks/seeds.py --device cuda``, the Burda protocol's batch-20 step
    compiled with CUDA graphs (``mode="reduce-overhead"``) alone, and 4 and 16 seeds side by
    side against the same number one after another;
@@ -87,6 +88,7 @@ def _iwae(out: Path) -> dict[str, Any]:
 def _evaluator(out: Path) -> dict[str, Any]:
     result = _json(out / "evaluator.json")
     keys = ("images", "num_samples", "seconds", "log_px", "peak_cuda_mib", "peak_rss_mib")
+    keys += ("ais_images", "ais_steps", "ais_seconds", "ais_seconds_per_1000", "ais_log_px")
     return {k: result[k] for k in keys if k in result}
 
 
@@ -118,7 +120,7 @@ SIZES = {
         "epoch": ["--repeats", "3", "--estimators", "elbo", "iwae"],
         "iwae": ["--batch-sizes", "256", "--hidden-sizes", "400", "--particles", "1", "5", "50"],
         "evaluator": ["--images", "10000", "--num-samples", "5000"]
-        + ["--batch-size", "500", "--chunk-size", "1000"],
+        + ["--batch-size", "500", "--chunk-size", "1000", "--ais-steps", "100"],
         "train": ["--train-subset", "6000"],
         # the Burda protocol's batch-20 step: CUDA graphs replay the compiled step
         "seeds": ["--preset", "burda2015", "--batch-size", "20", "--replicas", "4", "16"]
@@ -130,7 +132,7 @@ SIZES = {
         "iwae": ["--batch-sizes", "16", "--hidden-sizes", "16", "--particles", "1", "5"]
         + ["--steps", "1", "--repeats", "1"],
         "evaluator": ["--images", "20", "--num-samples", "50"]
-        + ["--batch-size", "20", "--chunk-size", "50"],
+        + ["--batch-size", "20", "--chunk-size", "50", "--ais-steps", "3", "--ais-images", "5"],
         "train": ["--train-subset", "256", "--hidden", "16", "--latent-dim", "3"],
         "seeds": ["--replicas", "2", "--batch-size", "8", "--steps", "1", "--repeats", "1"],
     },
@@ -154,8 +156,8 @@ def steps(smoke: bool, out: Path) -> list[Step]:
         Step("cuda-tests", tests, 100, _tests),
         Step("epoch-time", [*epoch, "--json", str(out / "epoch_time.json")], 110, _epoch_time),
         Step("iwae-k", [*iwae, "--json", str(out / "scaling.json")], 60, _iwae),
-        Step("evaluator", [*evaluator, "--json", str(out / "evaluator.json")], 60, _evaluator),
-        Step("seeds", [*seeds, "--json", str(out / "seeds.json")], 90, _seeds),
+        Step("evaluator", [*evaluator, "--json", str(out / "evaluator.json")], 75, _evaluator),
+        Step("seeds", [*seeds, "--json", str(out / "seeds.json")], 75, _seeds),
         Step("torchrun", train, 50, _torchrun),
     ]
 

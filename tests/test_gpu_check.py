@@ -55,6 +55,8 @@ def test_smoke_runs_every_step_and_reads_its_figures(tmp_path):
     evaluator = steps["evaluator"]["summary"]
     assert evaluator["images"] == 20 and evaluator["num_samples"] == 50
     assert evaluator["log_px"] < 0
+    assert evaluator["ais_images"] == 5 and evaluator["ais_steps"] == 3
+    assert evaluator["ais_log_px"] < 0 and evaluator["ais_seconds_per_1000"] > 0
     seeds = steps["seeds"]["summary"]["N=2"]
     assert seeds["ms_one"] > 0 and seeds["ms_side_by_side"] > 0
     assert seeds["compile_seconds_batched"] > 0
