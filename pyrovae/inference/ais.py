@@ -32,6 +32,7 @@ from typing import Any
 
 import torch
 from pyro import poutine
+from pyro.distributions import Delta
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import prune_subsample_sites, site_is_subsample
 from torch.distributions import Distribution, TransformedDistribution
@@ -94,7 +95,7 @@ class _Coordinates(Messenger):
                 f"AIS anneals continuous latents; site {name!r} is discrete "
                 f"({type(inner).__name__}): use importance sampling (--method is)"
             )
-        if type(inner).__name__ == "Delta":
+        if isinstance(inner, Delta):
             raise PyroVAEError(
                 f"site {name!r} is a point mass, which has no density to anneal from: "
                 "start AIS from the prior (--ais-from prior)"

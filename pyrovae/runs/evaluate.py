@@ -189,13 +189,20 @@ def _check_annealable(config, ais: Settings) -> None:
         )
 
 
-def _annealed(run, x, y, ais: Settings, progress: bool) -> dict[str, Any]:
-    result = ais_log_marginal(run.model, run.guide, x, y, **ais.options(), progress=progress)
+def _ais_setting(ais: Settings) -> dict[str, Any]:
+    """What keys an AIS or BDMC evaluation in ``evaluation.json`` (with epoch and images)."""
     return {
         "ais_steps": ais.steps,
         "chains": ais.chains,
         "leapfrog": ais.leapfrog,
         "ais_from": ais.start,
+    }
+
+
+def _annealed(run, x, y, ais: Settings, progress: bool) -> dict[str, Any]:
+    result = ais_log_marginal(run.model, run.guide, x, y, **ais.options(), progress=progress)
+    return {
+        **_ais_setting(ais),
         "log_px": result["log_px"],
         "log_px_bpd": result["bits_per_dim"],
         "log_px_stderr": _finite_or_none(result["stderr"]),
@@ -207,10 +214,7 @@ def _annealed(run, x, y, ais: Settings, progress: bool) -> dict[str, Any]:
 def _bidirectional(run, x, y, ais: Settings, progress: bool) -> dict[str, Any]:
     result = bdmc(run.model, run.guide, x, y, **ais.options(), progress=progress)
     return {
-        "ais_steps": ais.steps,
-        "chains": ais.chains,
-        "leapfrog": ais.leapfrog,
-        "ais_from": ais.start,
+        **_ais_setting(ais),
         "bdmc_lower": result["lower"],
         "bdmc_upper": result["upper"],
         "bdmc_gap": result["gap"],
