@@ -16,13 +16,8 @@ from pyrovae.cli import main
 from pyrovae.core.errors import PyroVAEError
 from pyrovae.guides.families import DiagonalNormal, InverseAutoregressiveFlow, PointMass
 from pyrovae.guides.guide import AmortizedGuide
-from pyrovae.inference.ais import (
-    AnnealingPath,
-    ais_log_marginal,
-    anneal,
-    bdmc,
-    sigmoid_schedule,
-)
+from pyrovae.inference.ais import ais_log_marginal, bdmc
+from pyrovae.inference.annealing import AnnealingPath, anneal, sigmoid_schedule
 from pyrovae.inference.hmc import Noise, StepSize, hmc_transition
 from pyrovae.inference.marginal import log_marginal_likelihood
 from pyrovae.inference.particles import draw_particles
