@@ -143,7 +143,9 @@ def _one_of_each():
         else:
             yield {"guide": guide, "beta": 0.0 if guide == "delta" else 1.0}
     for prior in PRIORS:
-        if PRIORS[prior].code == "continuous":  # a discrete prior comes with its guide above
+        if getattr(PRIORS[prior], "conditional", False):  # p(z|c): with its condition
+            yield {"prior": prior, "condition_on": "quadrants:2"}
+        elif PRIORS[prior].code == "continuous":  # a discrete prior comes with its guide above
             yield {"prior": prior}
     for net in NETS:
         yield {"net": net}

@@ -192,7 +192,9 @@ def _part_cases():
         else:  # a closed-form KL where there is one
             yield _case(f"{g}-guide", "analytic-kl" if g == "full-covariance" else "elbo", guide=g)
     for p in sorted(set(PRIORS) - {"normal"}):  # vamp: a parameter shared by model and guide
-        if PRIORS[p].code == "continuous":  # a discrete code's prior: with its guide above
+        if getattr(PRIORS[p], "conditional", False):  # p(z|x_obs): with its condition
+            yield _case(f"{p}-prior", "iwae", 3, prior=p, condition_on="quadrants:2")
+        elif PRIORS[p].code == "continuous":  # a discrete code's prior: with its guide above
             yield _case(f"{p}-prior", "iwae", 3, prior=p)
     for name in sorted(set(LIKELIHOODS) - {"bernoulli"}):
         pixels = "grey" if "grey" in LIKELIHOODS[name].pixels else "8bit"

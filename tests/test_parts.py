@@ -73,6 +73,8 @@ def test_every_combination_takes_a_training_step(device, likelihood, guide, prio
         hidden=(16,),
         latent_dim=3,
         beta=beta,
+        # a conditional prior p(z|c) comes with its condition: two observed quadrants
+        condition_on="quadrants:2" if getattr(PRIORS[prior], "conditional", False) else None,
     )
     set_seed(0)
     model, guide_ = build_model_and_guide(config, D)

@@ -12,6 +12,7 @@ from conftest import DEVICES
 
 from pyrovae import TrainConfig, build_model_and_guide, plots, resume_run, set_seed, train_run
 from pyrovae.core.errors import PyroVAEError
+from pyrovae.core.labels import with_label
 from pyrovae.core.runtime import seeded
 from pyrovae.data.images import load_data
 from pyrovae.plots.grids import as_square, tile_at
@@ -45,9 +46,11 @@ def _tile(fig, row: int, col: int) -> torch.Tensor:
 
 
 def _mean_at(model, z: torch.Tensor, y=None) -> torch.Tensor:
-    """E[x|z] the long way round: decoder, then the likelihood's mean."""
+    """E[x|z] the long way round: decoder (of [z, onehot(y)] for labels), then the likelihood's
+    mean."""
     with torch.no_grad():
-        return model.likelihood(model._decode(z, y)).mean
+        h = z if y is None else with_label(z, y, model.num_classes)
+        return model.likelihood(model.decoder(h)).mean
 
 
 def _lines(ax) -> dict[str, tuple[list[float], list[float]]]:

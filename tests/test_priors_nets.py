@@ -35,7 +35,12 @@ def tiny_guide(latent_dim: int = LATENT) -> AmortizedGuide:
 
 
 # priors over continuous codes; the discrete ones are tested in test_discrete_codes.py
-CONTINUOUS = sorted(name for name, prior in PRIORS.items() if prior.code == "continuous")
+# p(z) over a continuous code; the conditional prior p(z|c) is tested in test_conditional_prior.py
+CONTINUOUS = sorted(
+    name
+    for name, prior in PRIORS.items()
+    if prior.code == "continuous" and not getattr(prior, "conditional", False)
+)
 
 
 def make_prior(name: str, latent_dim: int = LATENT, **kwargs):

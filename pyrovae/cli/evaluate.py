@@ -160,21 +160,23 @@ def _print(results: dict) -> None:
             f"  test ELBO            {results['test_elbo']:.3f} "
             f"({results['test_elbo_bpd']:.4f} bits/dim)"
         )
-        print(f"  reconstruction term  {results['test_recon']:.3f}")
-        print(f"  KL(q(z|x) || p(z))   {results['test_kl']:.3f}")
+        if results.get("has_latents", True):
+            print(f"  reconstruction term  {results['test_recon']:.3f}")
+            kl = results.get("kl_of", "KL(q(z|x) || p(z))")
+            print(f"  {kl:20s} {results['test_kl']:.3f}")
     if "log_px" in results:
         stderr = results["log_px_stderr"]
         spread = f"± {stderr:.3f}" if stderr is not None else "± n/a"
         how = _how(results)
         print(
-            f"  log p(x)             {results['log_px']:.3f} {spread} "
+            f"  {results.get('log_px_of', 'log p(x)'):20s} {results['log_px']:.3f} {spread} "
             f"({how}, MC error {results['log_px_mc_stderr']:.3f}; "
             f"{results['log_px_bpd']:.4f} bits/dim)"
         )
-        if "ess" in results:
-            print(f"  effective samples    {results['ess']:.1f} of {results['num_samples']}")
-        else:
+        if "ess" not in results:
             print(f"  HMC acceptance       {results['ais_acceptance']:.3f}")
+        elif results.get("has_latents", True):  # a baseline's every draw is the same
+            print(f"  effective samples    {results['ess']:.1f} of {results['num_samples']}")
     if "bdmc_gap" in results:  # on as many images simulated from the model
         stderr = results["bdmc_gap_stderr"]
         spread = f"± {stderr:.3f}" if stderr is not None else "± n/a"
@@ -188,9 +190,11 @@ def _print(results: dict) -> None:
         )
     if "test_accuracy" in results:  # M2's classifier q(y|x)
         print(f"  test accuracy        {100 * results['test_accuracy']:.2f}% (q(y|x))")
-    active = _per_layer(results["active_units"], results["latent_dim"])
+    if results.get("has_latents", True):
+        active = _per_layer(results["active_units"], results["latent_dim"])
+        print(f"  active units         {active}")
     # flushed: the figures reach a pipe or a file before evaluation.json is written
-    print(f"  active units         {active}", flush=True)
+    sys.stdout.flush()
 
 
 def _how(results: dict) -> str:

@@ -23,6 +23,7 @@ from pyro.distributions import TorchDistribution, constraints
 from torch.distributions.utils import clamp_probs
 
 from pyrovae.core.errors import PyroVAEError
+from pyrovae.core.labels import onehot
 from pyrovae.guides.family import Family
 
 ENUMERATION_LIMIT = 1024
@@ -45,13 +46,6 @@ def _support_shape(states: torch.Tensor, batch_shape: torch.Size, expand: bool) 
     s, d = states.shape
     out = states.reshape((s,) + (1,) * len(batch_shape) + (d,))
     return out.expand((s,) + tuple(batch_shape) + (d,)) if expand else out
-
-
-def _one_hot(index: torch.Tensor, categories: int, dtype: torch.dtype) -> torch.Tensor:
-    """One-hot rows (…, C) of ``index`` (…,): a scatter, which (unlike ``F.one_hot``) reads no
-    value in Python, so a recorded graph can hold it."""
-    out = torch.zeros(*index.shape, categories, dtype=dtype, device=index.device)
-    return out.scatter(-1, index.unsqueeze(-1), 1.0)
 
 
 class _Code(TorchDistribution):
@@ -121,7 +115,7 @@ class Categoricals(_Code):
         return self._grouped(self.logits + gumbel)
 
     def _hard(self, scores: torch.Tensor) -> torch.Tensor:
-        return _one_hot(scores.argmax(-1), self.categories, scores.dtype)  # Gumbel-max
+        return onehot(scores.argmax(-1), self.categories, scores.dtype)  # Gumbel-max
 
     def sample(self, sample_shape=()) -> torch.Tensor:
         with torch.no_grad():
@@ -151,7 +145,7 @@ class Categoricals(_Code):
         _check_states(self.num_states, f"{g} groups of {c} categories", f"{c}^{g}")
         index = torch.cartesian_prod(*[torch.arange(c, device=self.logits.device)] * g)
         index = index.reshape(-1, g)  # (S, G), also for G = 1
-        states = _one_hot(index, c, self.logits.dtype).flatten(-2)  # (S, G·C)
+        states = onehot(index, c, self.logits.dtype).flatten(-2)  # (S, G·C)
         return _support_shape(states, self.batch_shape, expand)
 
 

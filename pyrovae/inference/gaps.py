@@ -24,7 +24,7 @@ from torch import nn
 from tqdm import tqdm
 
 from pyrovae.core.errors import PyroVAEError
-from pyrovae.core.labels import with_label
+from pyrovae.core.labels import joined
 from pyrovae.core.ranges import SIZE
 from pyrovae.core.runtime import get_rng_state, seeded, set_rng_state
 from pyrovae.guides.guide import AmortizedGuide
@@ -79,6 +79,11 @@ def check_gaps_apply(guide: Any) -> None:
     """Refuse, in one line, a guide the split does not apply to: it needs an amortized guide
     family(encoder(x)) with a density over continuous codes (so L[q] and AIS from q exist, and
     q* can be searched by gradient)."""
+    if not getattr(guide, "sites", ("z",)):  # the deterministic baseline's empty guide
+        raise PyroVAEError(
+            "the inference gap needs a latent variable; this model has none (a "
+            "--conditional-model baseline, whose log p(x_miss|x_obs) is exact)"
+        )
     if not isinstance(guide, AmortizedGuide):
         raise PyroVAEError(
             f"the inference gap needs an amortized guide q(z|x) = family(encoder(x)), got "
@@ -105,24 +110,21 @@ def local_guide(guide: AmortizedGuide, raw: torch.Tensor) -> AmortizedGuide:
     ``normal``; μ and the Cholesky entries for ``full-covariance``; the base distribution's μ, σ
     for ``flow``. The family's global parameters (the flow's layers) and the upper layers
     q(z_l|z_{l−1}) of a hierarchical guide are the trained guide's own modules, shared, not
-    copies: they stay as trained. A conditional guide still takes y (the stand-in encoder
-    ignores [x, onehot(y)]).
+    copies: they stay as trained. A conditional guide keeps its condition (the stand-in
+    encoder ignores [x, c]).
     """
     check_gaps_apply(guide)
     return AmortizedGuide(
-        FreeParameters(raw), guide.family, num_classes=guide.num_classes, layers=list(guide.layers)
+        FreeParameters(raw), guide.family, layers=list(guide.layers), condition=guide.condition
     )
 
 
 def encoder_output(
     guide: AmortizedGuide, x: torch.Tensor, y: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """The raw parameters the encoder gives for x (and y, for a conditional guide), (B, P)."""
-    h = x
-    if guide.num_classes:
-        if y is None:
-            raise PyroVAEError("a conditional guide needs the labels y")
-        h = with_label(x, y, guide.num_classes)
+    """The raw parameters the encoder gives for x (and its context c = [onehot(y)] or x_obs,
+    for a conditional guide), (B, P)."""
+    h = x if guide.condition is None else joined(x, guide.condition.context(x, y))
     return guide.encoder(h)
 
 

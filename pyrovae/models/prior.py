@@ -1,15 +1,18 @@
 """Priors p(z): modules whose ``forward()`` returns the distribution of one datapoint's latent.
 
-Every prior has the constructor ``(latent_dim, *, guide=None, num_pixels=None)`` (a prior ignores
-what it does not use) and returns a distribution with event shape (d,) and batch shape (); the
-model's ``pyro.plate`` broadcasts it over the batch (and the particles). ``learned`` says whether
-it has parameters of its own; ``code`` which guide families it pairs with (theirs must match:
-``continuous``, or a discrete code's ``categorical`` / ``bernoulli``).
+Every prior has the constructor ``(latent_dim, *, guide=None, num_pixels=None, **options)`` (a
+prior ignores what it does not use; options: ``context_dim``, ``hidden``, ``activation``) and
+``forward()`` returns a distribution with event shape (d,) and batch shape (); the model's
+``pyro.plate`` broadcasts it over the batch (and the particles). A ``conditional`` prior is
+p(z|c) instead: ``forward(c)`` for a context c (B, context_dim) returns batch shape (B,).
+``learned`` says whether it has parameters of its own; ``code`` which guide families it pairs
+with (theirs must match: ``continuous``, or a discrete code's ``categorical`` / ``bernoulli``).
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
 import pyro.distributions as dist
 import torch
@@ -18,6 +21,8 @@ from torch import nn
 
 from pyrovae.core.errors import PyroVAEError
 from pyrovae.guides.discrete import Bernoullis, Categoricals
+from pyrovae.guides.families import DiagonalNormal
+from pyrovae.nets.dense import MLP
 
 
 class StandardNormalPrior(nn.Module):
@@ -28,7 +33,9 @@ class StandardNormalPrior(nn.Module):
     learned: ClassVar[bool] = False
     code: ClassVar[str] = "continuous"
 
-    def __init__(self, latent_dim: int, *, guide=None, num_pixels: int | None = None) -> None:
+    def __init__(
+        self, latent_dim: int, *, guide=None, num_pixels: int | None = None, **options: Any
+    ) -> None:
         super().__init__()
         # Buffers follow the module across devices, so no tensor is created per step.
         self.register_buffer("loc", torch.zeros(latent_dim))
@@ -61,6 +68,7 @@ class MixturePrior(nn.Module):
         guide=None,
         num_pixels: int | None = None,
         num_components: int | None = None,
+        **options: Any,
     ) -> None:
         super().__init__()
         c = self.NUM_COMPONENTS if num_components is None else num_components
@@ -111,6 +119,7 @@ class VampPrior(nn.Module):
         guide=None,
         num_pixels: int | None = None,
         num_components: int | None = None,
+        **options: Any,
     ) -> None:
         super().__init__()
         if guide is None or num_pixels is None:
@@ -135,6 +144,46 @@ class VampPrior(nn.Module):
         return dist.MixtureSameFamily(mixing, components, validate_args=False)
 
 
+class ConditionalNormalPrior(nn.Module):
+    """p(z|c) = N(μ_ψ(c), diag σ_ψ(c)²), the conditional VAE's prior network (Sohn et al. 2015).
+
+    An MLP ψ over the context c (the label's one-hot, or the observed pixels x_obs) with the
+    ``hidden`` sizes gives cat(μ, ρ), σ = softplus(ρ) + 10⁻⁴, as the ``normal`` guide family
+    does; so KL(q(z|x, c) ‖ p(z|c)) between two diagonal Normals has its closed form
+    Σ_j log(σ_p/σ_q) + (σ_q² + (μ_q − μ_p)²)/(2σ_p²) − ½. ``context_dim`` is c's length (0: there
+    is no condition, refused).
+    """
+
+    description = "learned p(z|c) = N(μ(c), diag σ(c)²) (with --conditional or --condition-on)"
+
+    learned: ClassVar[bool] = True
+    code: ClassVar[str] = "continuous"
+    conditional: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        latent_dim: int,
+        *,
+        guide=None,
+        num_pixels: int | None = None,
+        context_dim: int = 0,
+        hidden: Sequence[int] = (400, 400),
+        activation: str = "relu",
+        **options: Any,
+    ) -> None:
+        super().__init__()
+        if context_dim < 1:
+            raise PyroVAEError(
+                "--prior conditional needs a condition: --conditional (the label) or "
+                "--condition-on (observed pixels)"
+            )
+        self.family = DiagonalNormal(latent_dim)
+        self.net = MLP(context_dim, hidden, self.family.num_params, activation)
+
+    def forward(self, c: torch.Tensor) -> dist.Distribution:
+        return self.family(self.net(c))  # batch (…, B), event (d,)
+
+
 class UniformCategoricalPrior(nn.Module):
     """p(z) = Π_g Cat(z_g; 1/C): G groups of a uniform C-way one-hot, flat (G·C,); C is the
     guide family's ``categories``."""
@@ -144,7 +193,9 @@ class UniformCategoricalPrior(nn.Module):
     learned: ClassVar[bool] = False
     code: ClassVar[str] = "categorical"
 
-    def __init__(self, latent_dim: int, *, guide=None, num_pixels: int | None = None) -> None:
+    def __init__(
+        self, latent_dim: int, *, guide=None, num_pixels: int | None = None, **options: Any
+    ) -> None:
         super().__init__()
         categories = getattr(getattr(guide, "family", None), "categories", None)
         if categories is None:
@@ -164,7 +215,9 @@ class UniformBernoulliPrior(nn.Module):
     learned: ClassVar[bool] = False
     code: ClassVar[str] = "bernoulli"
 
-    def __init__(self, latent_dim: int, *, guide=None, num_pixels: int | None = None) -> None:
+    def __init__(
+        self, latent_dim: int, *, guide=None, num_pixels: int | None = None, **options: Any
+    ) -> None:
         super().__init__()
         self.register_buffer("logits", torch.zeros(latent_dim))  # (n,): log(½/½) = 0
 
@@ -176,6 +229,7 @@ PRIORS: dict[str, type[nn.Module]] = {
     "normal": StandardNormalPrior,
     "mixture": MixturePrior,
     "vamp": VampPrior,
+    "conditional": ConditionalNormalPrior,
     "categorical": UniformCategoricalPrior,
     "bernoulli": UniformBernoulliPrior,
 }

@@ -5,21 +5,26 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import pyro
+import pyro.distributions as dist
 import torch
 from torch import nn
 
 from pyrovae.core.errors import PyroVAEError
-from pyrovae.core.labels import with_label
+from pyrovae.core.labels import LabelCondition, joined
 from pyrovae.core.modules import LocalPyroModule
 from pyrovae.guides.layers import StochasticLayer, latent_sites
+from pyrovae.models.condition import masked
 
 
 class VAE(LocalPyroModule):
     """p(z) p_θ(x|z) with sites ``"z"`` (latent) and ``"x"`` (observed) in plate ``"data"``.
 
     Composed of its parts: ``prior()`` gives p(z), ``decoder(z)`` the likelihood's parameters and
-    ``likelihood(params)`` p_θ(x|z). With ``num_classes`` > 0 it is a conditional VAE: the
-    decoder sees [z, onehot(y)], i.e. p_θ(x|z, y), and the prior stays p(z). ``image_shape``
+    ``likelihood(params)`` p_θ(x|z). With a ``condition`` (:mod:`~pyrovae.models.condition`) it
+    is a conditional VAE: the decoder sees [z, c] for the context c = condition.context(x, y),
+    i.e. p_θ(x|z, c), the likelihood covers the condition's ``predicted`` pixels only (all of
+    them for a label, x_miss for observed pixels x_obs), and a ``conditional`` prior is p(z|c)
+    (else p(z) stays). ``num_classes`` > 0 is the label's condition, c = onehot(y). ``image_shape``
     (C, H, W) says how a flattened x (D = C·H·W, channel-major) is an image, for figures
     (None: square grey images, D = side²).
 
@@ -36,14 +41,20 @@ class VAE(LocalPyroModule):
         num_classes: int = 0,
         image_shape: tuple[int, int, int] | None = None,
         layers: Sequence[StochasticLayer] = (),
+        condition: nn.Module | None = None,
     ) -> None:
         super().__init__()
         self.prior = prior
         self.decoder = decoder
         self.likelihood = likelihood
-        self.num_classes = num_classes
+        self.condition = LabelCondition(num_classes) if num_classes else condition
         self.image_shape = None if image_shape is None else tuple(image_shape)
         self.layers = nn.ModuleList(layers)
+
+    @property
+    def num_classes(self) -> int:
+        """C for a label's condition, else 0."""
+        return getattr(self.condition, "num_classes", 0)
 
     @property
     def sites(self) -> tuple[str, ...]:
@@ -58,32 +69,67 @@ class VAE(LocalPyroModule):
         below[-1] = below[-1] + list(self.prior.parameters())
         return dict(zip(self.sites, below, strict=True))
 
-    def _decode(self, z: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
-        if self.num_classes:
-            if y is None:
-                raise PyroVAEError("a conditional VAE needs the labels y")
-            z = with_label(z, y, self.num_classes)
-        return self.decoder(z)
+    def context(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor | None:
+        """c = condition.context(x, y), (B, n_c); None without a condition. For a label's
+        condition x only gives the dtype and device."""
+        return None if self.condition is None else self.condition.context(x, y)
+
+    def top_prior(self, c: torch.Tensor | None) -> dist.Distribution:
+        """p(z_L|c) for a conditional prior (batch (B,)), else p(z_L) (batch ())."""
+        if getattr(self.prior, "conditional", False):
+            if c is None:
+                raise PyroVAEError("a conditional prior p(z|c) needs a condition")
+            return self.prior(c)
+        return self.prior()
+
+    def _decode(self, z: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
+        return self.decoder(z if c is None else joined(z, c))
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         sites = self.sites
+        c = self.context(x, y)  # None, or (B, n_c)
+        predicted = getattr(self.condition, "predicted", None)  # the pixels p(x|z, c) covers
         with pyro.plate("data", x.shape[0]):
-            z = pyro.sample(sites[-1], self.prior())  # (B, d), or (K, B, d) with particles
+            z = pyro.sample(sites[-1], self.top_prior(c))  # (B, d), or (K, B, d) with particles
             for name, layer in zip(sites[-2::-1], self.layers[::-1], strict=True):
                 z = pyro.sample(name, layer(z))  # p(z_l|z_{l+1}), top down
-            pyro.sample("x", self.likelihood(self._decode(z, y)), obs=x)  # x: (B, D)
+            px = masked(self.likelihood(self._decode(z, c)), predicted)
+            pyro.sample("x", px, obs=x)  # x: (B, D)
         return z
 
-    def mean(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        """E_θ[x|z] (or E_θ[x|z, y]), the likelihood's mean for codes z (…, d): shape (…, D).
-        With several layers z is the bottom layer's z1."""
-        return self.likelihood(self._decode(z, y)).mean
+    def mean(
+        self, z: torch.Tensor, y: torch.Tensor | None = None, x: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """E_θ[x|z] (or E_θ[x|z, c] for the context of labels y or of images x), the
+        likelihood's mean for codes z (…, d): shape (…, D). With several layers z is the bottom
+        layer's z1."""
+        return self.likelihood(self._decode(z, self.context(z if x is None else x, y))).mean
 
     @torch.no_grad()
     def generate(self, num: int, y: torch.Tensor | None = None) -> torch.Tensor:
-        """E[x|z] for z ~ p(z), shape (num, D): the likelihood's mean (pixel probabilities).
-        With several layers, ancestral: z_L ~ p(z_L), z_l ~ p(z_l|z_{l+1}), then E[x|z1]."""
-        z = self.prior().sample((num,))  # (num, d_L)
+        """E[x|z] for z ~ p(z) (p(z|y) for a conditional prior), shape (num, D): the
+        likelihood's mean (pixel probabilities). With several layers, ancestral:
+        z_L ~ p(z_L), z_l ~ p(z_l|z_{l+1}), then E[x|z1]. ``y``: (num,) labels or one label."""
+        ref = next(self.decoder.parameters())
+        c = None
+        if self.condition is not None:
+            labels = torch.as_tensor(y, device=ref.device).expand(num) if y is not None else None
+            c = self.context(ref.new_empty(num, 0), labels)  # (num, n_c)
+        prior = self.top_prior(c)
+        z = prior.sample() if c is not None and prior.batch_shape else prior.sample((num,))
         for layer in self.layers[::-1]:
             z = layer(z).sample()
-        return self.mean(z, y)
+        return self.likelihood(self._decode(z, c)).mean
+
+    @torch.no_grad()
+    def complete(self, x: torch.Tensor, num: int) -> torch.Tensor:
+        """``num`` completions of each image x (B, D) from its observed pixels: z ~ p(z|x_obs)
+        (or p(z)), x_miss = E_θ[x_miss|z, x_obs], the observed pixels copied from x:
+        shape (num, B, D)."""
+        c = self.context(x)
+        prior = self.top_prior(c)
+        z = prior.sample((num,) if prior.batch_shape else (num, x.shape[0]))  # (num, B, d)
+        for layer in self.layers[::-1]:
+            z = layer(z).sample()
+        guess = self.likelihood(self._decode(z, c)).mean
+        return torch.where(self.condition.predicted, guess, x)

@@ -11,6 +11,7 @@ labels ``y``; each function says what shape of ``y`` it expects.
 """
 
 from pyrovae.plots.common import DPI, decode, save_figure
+from pyrovae.plots.completions import completions
 from pyrovae.plots.curves import (
     bound_vs_k,
     gradient_variance,
@@ -34,6 +35,7 @@ __all__ = [
     "DPI",
     "TRAVERSAL_DIMS",
     "bound_vs_k",
+    "completions",
     "decode",
     "gradient_variance",
     "image_grid",

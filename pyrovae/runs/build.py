@@ -23,6 +23,7 @@ from pyrovae.models.prior import PRIORS
 from pyrovae.models.semi_supervised import M2, M2Guide
 from pyrovae.models.vae import VAE
 from pyrovae.nets import MLP, NETS
+from pyrovae.runs.conditional import CONDITIONAL_MODELS, make_condition
 from pyrovae.runs.config import TrainConfig
 
 
@@ -38,7 +39,10 @@ def build_model_and_guide(
     the networks are built for (the conv net needs it; the MLP flattens) and figures draw.
 
     With ``config.conditional`` the encoder sees [x, onehot(y)] and the decoder [z, onehot(y)]
-    for ``num_classes`` labels; the prior stays p(z).
+    for ``num_classes`` labels; with ``config.condition_on`` they see the observed pixels x_obs
+    instead and the likelihood covers the others (:mod:`~pyrovae.runs.conditional`, which also
+    builds ``config.conditional_model``'s GSNN and baseline). ``--prior conditional`` makes the
+    prior p(z|c) of that context; any other prior stays p(z).
 
     With several latent sizes d1, …, dL (bottom first) both get L stochastic layers (Burda et
     al. 2015): the encoder and decoder above connect x and z1 as for one layer; between z_{l−1}
@@ -52,17 +56,28 @@ def build_model_and_guide(
     shape = tuple(image_shape) if image_shape is not None else square_shape(num_pixels)
     if config.semi_supervised:
         return build_m2(config, num_pixels, num_classes, shape)
+    condition = make_condition(config, num_pixels, num_classes, shape)
+    entry = lookup(CONDITIONAL_MODELS, config.conditional_model, "conditional model")
+    return entry.build(config, num_pixels, shape, condition, build_vae)
+
+
+def build_vae(
+    config: TrainConfig, num_pixels: int, shape: tuple[int, int, int], condition=None
+) -> tuple[VAE, AmortizedGuide]:
+    """The VAE of :func:`build_model_and_guide`, conditioned on ``condition``'s context c
+    (:mod:`~pyrovae.models.condition`) when there is one: the encoder reads [x, c], the decoder
+    [z, c], a conditional prior c."""
     dims = config.latent_dims
     family_cls = lookup(GUIDES, config.guide, "guide")
     likelihood = get_likelihood(config.likelihood, config.pixels)(num_pixels)
     family = family_cls(dims[0], categories=config.categories)
     encoder_cls, decoder_cls = lookup(NETS, config.net, "network")
-    labels = num_classes if config.conditional else 0
+    extra = condition.size if condition is not None else 0  # n_c, the context's length
     encoder = encoder_cls(
-        num_pixels + labels, config.hidden, family.num_params, config.activation, image_shape=shape
+        num_pixels + extra, config.hidden, family.num_params, config.activation, image_shape=shape
     )
     decoder = decoder_cls(
-        family.code_dim + labels,  # a discrete code's value: G·C one-hot or n binary units
+        family.code_dim + extra,  # a discrete code's value: G·C one-hot or n binary units
         config.hidden[::-1],
         num_pixels * likelihood.params_per_pixel,
         config.activation,
@@ -78,9 +93,16 @@ def build_model_and_guide(
     # an estimator that trains a network of its own alongside φ declares it (NVIL's baseline)
     estimator = lookup(ESTIMATORS, config.estimator, "estimator")
     baseline = NVILBaseline(num_pixels) if getattr(estimator, "needs_baseline_net", False) else None
-    guide = AmortizedGuide(encoder, family, num_classes=labels, layers=up, baseline=baseline)
-    prior = lookup(PRIORS, config.prior, "prior")(dims[-1], guide=guide, num_pixels=num_pixels)
-    model = VAE(prior, decoder, likelihood, num_classes=labels, image_shape=shape, layers=down)
+    guide = AmortizedGuide(encoder, family, layers=up, baseline=baseline, condition=condition)
+    prior = lookup(PRIORS, config.prior, "prior")(
+        dims[-1],
+        guide=guide,
+        num_pixels=num_pixels,
+        context_dim=extra,
+        hidden=config.hidden,
+        activation=act,
+    )
+    model = VAE(prior, decoder, likelihood, image_shape=shape, layers=down, condition=condition)
     return model, guide
 
 
@@ -147,8 +169,10 @@ def estimate_memory(
         set_rng_state(state)
     params = {id(p): p.numel() for m in (model, guide) for p in m.parameters()}
     widths = sum(config.hidden) * 2 + num_pixels * (2 + model.likelihood.params_per_pixel)
-    widths += guide.family.num_params + 3 * (guide.family.code_dim + sum(config.latent_dims[1:]))
-    widths += 2 * sum(config.layer_hidden) * (len(config.latent_dims) - 1)
+    family = getattr(guide, "family", None)  # None: a model without latents (a baseline)
+    if family is not None:
+        widths += family.num_params + 3 * (family.code_dim + sum(config.latent_dims[1:]))
+        widths += 2 * sum(config.layer_hidden) * (len(config.latent_dims) - 1)
     rows = config.batch_size * config.num_particles
     return BYTES_PER_PARAMETER * sum(params.values()) + BYTES_PER_ACTIVATION * rows * widths
 

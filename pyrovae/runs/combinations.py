@@ -15,6 +15,7 @@ from pyrovae.guides.families import GUIDES
 from pyrovae.inference.estimators import ESTIMATORS
 from pyrovae.inference.kinds import applicable, estimator_kinds
 from pyrovae.inference.temperature import check_schedule
+from pyrovae.models.condition import parse_mask
 from pyrovae.models.prior import PRIORS
 
 
@@ -45,6 +46,55 @@ def check_semi_supervised(config: Any, dims: tuple[int, ...]) -> None:
     for what, bad in refused.items():
         if bad:
             raise PyroVAEError(f"--semi-supervised does not work with {what}")
+
+
+def check_condition(config: Any, dims: tuple[int, ...]) -> None:
+    """What a conditional run (a label's or observed pixels') needs and refuses: one condition
+    at a time, ``--prior conditional`` only with one, a GSNN with the conditional prior as its
+    one normal layer, ``--baseline-input`` for a latent model of observed pixels."""
+    conditioned = config.conditional or config.condition_on is not None
+    if config.condition_on is not None:
+        parse_mask(config.condition_on)
+    refused = {
+        "--conditional and --condition-on together (one condition at a time)": (
+            config.conditional and config.condition_on is not None
+        ),
+        "--condition-on with --semi-supervised (M2 conditions on labels)": (
+            config.semi_supervised and config.condition_on is not None
+        ),
+        "--prior conditional without a condition (--conditional or --condition-on)": (
+            getattr(PRIORS[config.prior], "conditional", False) and not conditioned
+        ),
+        f"--conditional-model {config.conditional_model} without a condition "
+        "(--conditional or --condition-on)": config.conditional_model != "cvae" and not conditioned,
+        "--prior vamp with --condition-on (its components are q(z|u) without a context)": (
+            config.prior == "vamp" and config.condition_on is not None
+        ),
+        "--baseline-input without --condition-on": (
+            config.baseline_input is not None and config.condition_on is None
+        ),
+        "--baseline-input with --conditional-model baseline (the baseline is what it feeds)": (
+            config.baseline_input is not None and config.conditional_model == "baseline"
+        ),
+        "--autoencoder with --conditional-model baseline (it has no latent)": (
+            config.autoencoder and config.conditional_model == "baseline"
+        ),
+    }
+    if config.conditional_model == "gsnn":
+        refused.update(
+            {
+                f"--conditional-model gsnn with --prior {config.prior} (q = p(z|c) needs "
+                "--prior conditional)": config.prior != "conditional",
+                f"--conditional-model gsnn with --guide {config.guide} (q is the prior's normal)": (
+                    config.guide != "normal"
+                ),
+                "--conditional-model gsnn with several --latent-dim sizes (one layer)": len(dims)
+                > 1,
+            }
+        )
+    for what, bad in refused.items():
+        if bad:
+            raise PyroVAEError(f"cannot run {what}")
 
 
 def check_code(config: Any, dims: tuple[int, ...]) -> None:

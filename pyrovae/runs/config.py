@@ -33,7 +33,8 @@ from pyrovae.inference.temperature import (
 from pyrovae.models.likelihoods import LIKELIHOODS, get_likelihood
 from pyrovae.models.prior import PRIORS
 from pyrovae.nets import ACTIVATIONS, NETS
-from pyrovae.runs.combinations import check_code, check_semi_supervised
+from pyrovae.runs.combinations import check_code, check_condition, check_semi_supervised
+from pyrovae.runs.conditional import CONDITIONAL_MODELS
 
 
 def _opt(
@@ -95,6 +96,21 @@ class TrainConfig:
         0, "anneal β linearly from 0 over this many steps (0: constant β)", bounds=COUNT
     )
     conditional: bool = _opt(False, "conditional VAE: p(x|z,y), q(z|x,y) with the label y")
+    condition_on: str | None = _opt(
+        None,
+        "structured output prediction: observe these pixels and predict the rest, "
+        "p(x_miss|z, x_obs): quadrants:N (N = 1, 2, 3) or mask:FILE.npy (True = observed)",
+    )
+    conditional_model: str = _opt(
+        "cvae",
+        "with --conditional or --condition-on: how the conditional model is built",
+        CONDITIONAL_MODELS,
+    )
+    baseline_input: str | None = _opt(
+        None,
+        "a trained --conditional-model baseline run (same data and mask): its prediction of "
+        "x_miss joins the context c (Sohn et al.'s baseline as an input)",
+    )
     autoencoder: bool = _opt(False, "deterministic autoencoder baseline: z = encoder mean, no KL")
     latent_dim: int | tuple[int, ...] = _opt(
         50,
@@ -185,6 +201,7 @@ class TrainConfig:
         lookup(GUIDES, self.guide, "guide")
         lookup(PRIORS, self.prior, "prior")
         lookup(NETS, self.net, "network")
+        lookup(CONDITIONAL_MODELS, self.conditional_model, "conditional model")
         if self.guide == "delta" and self.estimator == "analytic-kl" and self.beta != 0:
             raise PyroVAEError(
                 "--estimator analytic-kl with --guide delta bounds nothing: a point mass has no "
@@ -225,6 +242,7 @@ class TrainConfig:
             raise PyroVAEError(f"--beta must be a number ≥ 0, got {self.beta}")
         parse_device(self.device)
         check_semi_supervised(self, dims)
+        check_condition(self, dims)
 
     def temperature_schedule(self) -> Callable[[int], float]:
         """The relaxation's temperature schedule, global step ↦ τ."""

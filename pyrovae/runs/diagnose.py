@@ -67,6 +67,11 @@ def diagnose_run(
     with run_lock(path):  # checked writable before any work: the results are not lost
         check_writable(path)
         run = load_run(path, device, data_dir, download, allow_other_data)
+        if not getattr(run.guide, "sites", ("z",)):
+            raise PyroVAEError(
+                f"{path} has no latent variable (a --conditional-model baseline): there is no "
+                "estimator to compare, its objective is the exact log p(x_miss|x_obs)"
+            )
         if any(getattr(e, "needs_baseline_net", False) for _, _, e in grid):
             guide_baseline(run.guide)  # nvil on a run trained without its b_ψ: refused
         xb = first_test_images(run.data, batch_size, "--batch-size")

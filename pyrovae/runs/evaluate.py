@@ -13,6 +13,7 @@ from pyrovae.core.labels import labels_for
 from pyrovae.core.memory import format_bytes
 from pyrovae.core.ranges import SIZE, IntRange
 from pyrovae.guides.families import GUIDES
+from pyrovae.guides.guide import PriorEncoder
 from pyrovae.inference.ais import Settings, ais_cost, ais_log_marginal, bdmc, check_memory
 from pyrovae.inference.evaluate import bits_per_dim, evaluate_elbo
 from pyrovae.inference.marginal import (
@@ -132,6 +133,31 @@ def evaluate_run(
     return figures
 
 
+def measured(model, guide) -> dict[str, str]:
+    """What the figures are of, by the model's condition: ``log_px_of`` (log p(x), log p(x|y)
+    or log p(x_miss|x_obs)) and ``kl_of`` (KL(q(z|x) ‖ p(z)), with q's and p's conditions)."""
+    condition = getattr(model, "condition", None)
+    given = getattr(condition, "given", None)  # "y", "x_obs" or None
+    target = getattr(condition, "target", "x")
+    prior = getattr(model, "prior", None)
+    p = f"p(z|{given})" if getattr(prior, "conditional", False) else "p(z)"
+    if isinstance(getattr(guide, "encoder", None), PriorEncoder):  # the GSNN: q = p(z|c)
+        q = p
+    else:
+        q = "q(z|x,y)" if given == "y" else "q(z|x)"
+    return {
+        "log_px_of": f"log p({target}|{given})" if given else "log p(x)",
+        "kl_of": f"KL({q} || {p})",
+    }
+
+
+def predicted_pixels(model, num_pixels: int) -> int:
+    """D of bits per dimension: the pixels the likelihood covers (x_miss's for structured
+    output prediction), else all ``num_pixels``."""
+    predicted = getattr(getattr(model, "condition", None), "predicted", None)
+    return num_pixels if predicted is None else int(predicted.sum())
+
+
 def _figures(run, x, y, num_samples: int, log_px: bool, progress: bool) -> dict[str, Any]:
     config, model, guide = run.config, run.model, run.guide
     test = evaluate_elbo(model, guide, x, y)
@@ -142,7 +168,9 @@ def _figures(run, x, y, num_samples: int, log_px: bool, progress: bool) -> dict[
         "test_elbo": test["elbo"],
         "test_recon": test["recon"],
         "test_kl": test["kl"],
-        "test_elbo_bpd": bits_per_dim(test["elbo"], run.data.num_pixels),
+        "test_elbo_bpd": bits_per_dim(test["elbo"], predicted_pixels(model, run.data.num_pixels)),
+        "has_latents": bool(getattr(guide, "sites", ())),
+        **measured(model, guide),
     }
     if hasattr(guide, "classify"):  # M2: its classifier q(y|x) on the same test images
         figures["test_accuracy"] = classification_accuracy(guide, x, run.data.test_y[: x.shape[0]])
@@ -152,13 +180,13 @@ def _figures(run, x, y, num_samples: int, log_px: bool, progress: bool) -> dict[
         lml = log_marginal_likelihood(model, guide, x, num_samples, y, progress=progress)
         figures.update(
             log_px=lml["log_px"],
-            log_px_bpd=lml["bits_per_dim"],
+            log_px_bpd=bits_per_dim(lml["log_px"], predicted_pixels(model, run.data.num_pixels)),
             log_px_stderr=_finite_or_none(lml["stderr"]),
             log_px_mc_stderr=lml["mc_stderr"],
             ess=lml["ess"],
         )
-    active = None  # a covariance over one image is undefined
-    if x.shape[0] > 1:
+    active = None  # a covariance over one image is undefined, and a baseline has no code
+    if x.shape[0] > 1 and figures["has_latents"]:
         by_site = active_units_by_site(guide, x, y)
         active = [by_site[site] for site in guide.sites]  # z's sites, not M2's class y
         active = active[0] if len(active) == 1 else active
@@ -175,7 +203,12 @@ METHODS: dict[str, int] = {"is": 0, "ais": 1, "bdmc": 2}
 
 
 def _check_annealable(config, ais: Settings) -> None:
-    """One line where AIS cannot run: discrete latents, or nothing to start from."""
+    """One line where AIS cannot run: discrete latents, none at all, or nothing to start from."""
+    if config.conditional_model == "baseline":
+        raise PyroVAEError(
+            "the baseline has no latent to anneal: its log p(x_miss|x_obs) is exact, "
+            "use --method is"
+        )
     family = GUIDES[config.guide]
     if config.semi_supervised or family.latent_kind != "continuous":
         what = "M2's class y" if config.semi_supervised else f"the {config.guide} code"

@@ -68,6 +68,7 @@ class LatentSnapshots:
 
 
 SAMPLES_PER_CLASS = 8
+COMPLETED_IMAGES = 8
 
 
 def standard_figures(
@@ -85,7 +86,9 @@ def standard_figures(
     the first 2000 test images), manifold and latent_snapshots (from ``latents``); a discrete
     code (one-hot or binary) gets neither traversal nor latent figures, with a note. With several
     stochastic layers the codes are the bottom layer's z1 (the decoder's input), the samples
-    ancestral, and each figure's title says so."""
+    ancestral, and each figure's title says so. A run of structured output prediction
+    (``--condition-on``) gets training_curves and completions (of the first 8 test images,
+    beside the truth and the ``--baseline-input``'s prediction) instead."""
     written = []
 
     def save(name: str, fig) -> None:
@@ -96,6 +99,14 @@ def standard_figures(
     first = min(8, n)
     if history:
         save("training_curves.png", plots.training_curves({label: history}))
+    if (
+        getattr(getattr(model, "condition", None), "predicted", None) is not None
+    ):  # structured output
+        with seeded(FIGURE_SEED):
+            baseline = getattr(model.condition, "baseline", None)
+            fig = plots.completions(model, x[:COMPLETED_IMAGES], baseline=baseline)
+            save("completions.png", fig)
+        return written
     with seeded(FIGURE_SEED):
         codes = plots.latent_codes(guide, x, y)  # (n, d)
         save("reconstructions.png", plots.reconstructions(model, guide, x[:first], _head(y, first)))

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from pyrovae.core.errors import PyroVAEError, ShapeError
+from pyrovae.core.errors import PyroVAEError, ShapeError, first_line
 from pyrovae.core.runtime import resolve_device
 from pyrovae.data.base import TrainingData
 from pyrovae.data.images import load_data
@@ -189,3 +189,43 @@ def first_test_images(data: TrainingData, n: int | None, flag: str) -> torch.Ten
     if not 1 <= n <= total:
         raise PyroVAEError(f"{flag} must be between 1 and {total} (the test images), got {n}")
     return data.test_x[:n]
+
+
+# What a --baseline-input run must share with the run it feeds.
+SHARED_WITH_BASELINE = (
+    "dataset",
+    "pixels",
+    "likelihood",
+    "condition_on",
+    "hidden",
+    "activation",
+    "channels",
+    "image_size",
+)
+
+
+def load_baseline_input(config: TrainConfig, model: torch.nn.Module, device: torch.device) -> None:
+    """Copy the trained network of the ``--baseline-input`` run into ``model``'s condition. The
+    run must be a ``--conditional-model baseline`` run with the same data, pixels, likelihood,
+    mask and network sizes; otherwise one line says what differs."""
+    path = Path(config.baseline_input)
+    other = read_config(path)
+    if other.conditional_model != "baseline":
+        raise PyroVAEError(
+            f"--baseline-input {path} is a --conditional-model {other.conditional_model} run; "
+            "it needs a --conditional-model baseline run"
+        )
+    for name in SHARED_WITH_BASELINE:
+        if getattr(other, name) != getattr(config, name):
+            raise PyroVAEError(
+                f"--baseline-input {path} was trained with {name} = {getattr(other, name)!r}, "
+                f"this run has {getattr(config, name)!r}; they must match"
+            )
+    state = load_checkpoint(path, device)
+    try:
+        model.condition.baseline.load_state_dict(state["model"])
+    except (KeyError, RuntimeError) as e:
+        raise PyroVAEError(
+            f"--baseline-input {path}: its checkpoint does not fit ({first_line(str(e))})"
+        ) from None
+    model.condition.baseline.requires_grad_(False)

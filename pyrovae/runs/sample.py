@@ -52,6 +52,11 @@ def sample_run(
     SEED.check("--seed", seed)
     meta = read_run_meta(path)
     num_classes = int(meta.get("num_classes", 0))
+    if config.condition_on is not None:
+        raise PyroVAEError(
+            f"{path} completes images from their observed pixels (--condition-on); it does not "
+            "generate whole ones: see figures/completions.png (pyrovae plot RUN redraws it)"
+        )
     if label is not None and not (config.conditional or config.semi_supervised):
         raise PyroVAEError(f"{path} is not a conditional VAE; drop --label or train --conditional")
     if label is not None and not 0 <= label < num_classes:

@@ -98,8 +98,15 @@ class TensorBoardLog:
         self.events.flush()
 
     def _images(self) -> dict[str, torch.Tensor]:
-        """(H, W) montages in [0, 1]: originals above reconstructions, and 2 rows of samples."""
+        """(H, W) montages in [0, 1]: originals above reconstructions, and 2 rows of samples;
+        for structured output prediction, the inputs' completions above the truth."""
         model, num = self.model, 2 * IMAGES
+        if getattr(getattr(model, "condition", None), "predicted", None) is not None:
+            with seeded(FIGURE_SEED), evaluating(model):
+                completed = model.complete(self.x, 1)[0]  # (n, D)
+            pairs = torch.cat([as_square(completed), as_square(self.x)])
+            montage = tile_images(pairs, self.x.shape[0])
+            return {"images/completions": montage.float().clamp(0, 1).cpu()}
         y = None
         if model.num_classes:
             y = torch.arange(num, device=self.x.device) % model.num_classes

@@ -51,7 +51,7 @@ from pyrovae.runs.folder import (
     run_lock,
     write_metrics,
 )
-from pyrovae.runs.load import build_on, restore, run_data
+from pyrovae.runs.load import build_on, load_baseline_input, restore, run_data
 from pyrovae.runs.records import resume_state, set_aside
 from pyrovae.runs.tensorboard import open_log, require_tensorboard
 
@@ -106,11 +106,10 @@ class RunWriter:
         self.history = list(history)
         self.figures = figures
         self.snapshots = None
-        continuous = guide.family.latent_kind == "continuous"  # a discrete code has no plane
+        # a discrete code has no plane, a model without latents (a baseline) no code
+        continuous = getattr(getattr(guide, "family", None), "latent_kind", "") == "continuous"
         if figures and config.latent_dims[0] == 2 and continuous:  # codes of z (or of z1)
-            self.snapshots = on_root(
-                lambda: LatentSnapshots(path, model, guide, data, start_epoch)
-            )
+            self.snapshots = on_root(lambda: LatentSnapshots(path, model, guide, data, start_epoch))
         self.log = None
         if board:  # rank 0 alone logs
             self.log = on_root(lambda: open_log(path, config, model, guide, data, start_epoch))
@@ -202,6 +201,8 @@ def _fresh_start(config: TrainConfig, data: TrainingData, device):
     def start():
         set_seed(config.seed)
         model, guide = build_on(config, data.num_pixels, data.num_classes, device, data.shape)
+        if config.baseline_input is not None:
+            load_baseline_input(config, model, device)
         _preflight(config, model, guide, data)
         return model, guide, _optimizer(config, model, guide)
 
