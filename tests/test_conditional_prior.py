@@ -355,3 +355,26 @@ def test_conditional_settings_that_do_not_go_together_are_refused():
     for changes, message in refused:
         with pytest.raises(PyroVAEError, match=re.escape(message)):
             TrainConfig(**changes)
+
+
+def test_a_label_conditional_step_compiles_and_matches_the_eager_one():
+    # the one-hot of y is a scatter: F.one_hot's range check read a value back to Python and
+    # sent every conditional step to the eager path
+    from pyrovae.inference.compiled import CompiledELBO
+
+    lines = []
+    model, guide = _parts(prior="conditional", conditional=True)
+    x, y = _binary(8), torch.tensor([0, 1, 2, 3, 0, 1, 2, 3])
+    fast = CompiledELBO(make_estimator("analytic-kl", 1), log=lines.append)
+    params = [*model.parameters(), *guide.parameters()]
+    results = []
+    for estimator in (make_estimator("analytic-kl", 1), fast):
+        for p in params:
+            p.grad = None
+        with seeded(4):
+            loss = estimator.loss_and_grads(model, guide, x, y)
+        results.append((loss, [p.grad.clone() for p in params]))
+    assert fast.num_graphs == 1 and not fast.stats.fallbacks, lines
+    assert results[0][0] == pytest.approx(results[1][0], rel=1e-5)
+    for eager, compiled in zip(results[0][1], results[1][1], strict=True):
+        torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-6)
