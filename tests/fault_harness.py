@@ -83,7 +83,7 @@ def _no_space(obj, f) -> None:
     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
 
-def _no_permission(*args, **kwargs):
+def no_permission(*args, **kwargs):
     raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
 
 
@@ -105,7 +105,7 @@ def install(fault: str, n: int) -> None:
     elif fault == "enospc-checkpoint":
         _checkpoint_writes(n, _no_space)
     elif fault == "eacces":
-        pyrovae.core.files.tempfile.mkstemp = _no_permission
+        pyrovae.core.files.tempfile.mkstemp = no_permission
     else:
         raise SystemExit(f"unknown fault {fault!r}")
 

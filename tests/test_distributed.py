@@ -12,6 +12,7 @@ import math
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -458,8 +459,11 @@ def test_a_failed_rendezvous_times_out_with_one_line(tmp_path):
     after --dist-timeout with one line and exit 2, writing nothing."""
     port, other = free_ports(2)
     argv = ["-m", "pyrovae", "train", "--dist-timeout", "3", "--run-dir", str(tmp_path / "r")]
-    alone = launch(argv, WORLD, port, 180, ranks=[0])
-    orphan = launch(argv, WORLD, other, 180, ranks=[1])
+    with ThreadPoolExecutor(2) as pool:  # two groups of their own: they wait out the time at once
+        started = [
+            pool.submit(launch, argv, WORLD, p, 180, ranks=[r]) for p, r in ((port, 0), (other, 1))
+        ]
+        alone, orphan = (s.result() for s in started)
     for result in (*alone, *orphan):
         assert result.returncode == 2, result.stderr[-2000:]
         assert result.stderr.startswith("pyrovae: error: rank ") and result.stderr.count("\n") == 1

@@ -40,14 +40,20 @@ def fmnist():
     return load_data("fashion-mnist", "dynamic", train_subset=10000, download=False)
 
 
+@pytest.fixture(scope="module")
+def fmnist_2000():
+    """Read once for every estimator's run (fit only reads its data)."""
+    return load_data("fashion-mnist", "dynamic", train_subset=2000, download=False)
+
+
 def _own_bound(name, k, model, guide, x):
     with seeded(99):
         return -make_estimator(name, k).loss(model, guide, x) / x.shape[0]
 
 
 @pytest.mark.parametrize("name", CONTINUOUS)
-def test_each_estimator_trains_without_nan_and_improves(fmnist, name):
-    data = load_data("fashion-mnist", "dynamic", train_subset=2000, download=False)
+def test_each_estimator_trains_without_nan_and_improves(fmnist_2000, name):
+    data = fmnist_2000
     set_seed(0)
     model, guide = build_model_and_guide(SMALL.replace(**built_for(name)), data.num_pixels)
     x_test = data.test_x[:500]

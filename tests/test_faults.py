@@ -11,8 +11,10 @@ import json
 import re
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
+import fault_harness
 import numpy as np
 import pytest
 import torch
@@ -168,9 +170,14 @@ def test_a_full_disk_stops_with_one_line_and_keeps_the_previous_checkpoint(tmp_p
 
 
 @pytest.mark.slow
-def test_a_read_only_folder_fails_before_any_work(tmp_path, idx_dir):
-    """Root ignores chmod, so the harness makes every new file fail with EACCES."""
-    err = _one_line(_harness("eacces", 1, _args(idx_dir, tmp_path / "new")))
+def test_a_read_only_folder_fails_before_any_work(tmp_path, idx_dir, monkeypatch, capsys):
+    """Root ignores chmod, so the harness makes every new file fail with EACCES: here in this
+    process for a new run, in a subprocess for each verb on an existing one."""
+    with monkeypatch.context() as m:
+        m.setattr(tempfile, "mkstemp", fault_harness.no_permission)  # as install("eacces", 1)
+        argv = _args(idx_dir, tmp_path / "new")
+        done = subprocess.CompletedProcess(argv, main(argv), "", capsys.readouterr().err)
+    err = _one_line(done)
     assert "permission denied" in err and not (tmp_path / "new").exists()
     run = tmp_path / "run"
     assert main(_args(idx_dir, run, "--epochs", "1")) == 0
@@ -507,8 +514,9 @@ def test_a_group_of_seeds_killed_then_resumed_is_the_group_straight_through(
     group = tmp_path / "group"
     killed = _harness(fault, n, _args(idx_dir, group, "--seeds", "0", "1"))
     assert killed.returncode == -9, killed.stderr
-    before = [load_checkpoint(r)["epoch"] if (r / CHECKPOINT).exists() else 0
-              for r in seed_runs(group)]
+    before = [
+        load_checkpoint(r)["epoch"] if (r / CHECKPOINT).exists() else 0 for r in seed_runs(group)
+    ]
     if fault == "kill-in-checkpoint":
         assert before == [2, 1]  # seed-1 behind: it catches up alone first
     assert _resume(group, idx_dir) == 0

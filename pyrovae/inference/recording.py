@@ -100,8 +100,11 @@ def _detached(x: Any) -> Any:
 
 # What Pyro's inference code calls that reads a tensor's value in Python: a recording cannot
 # hold a Python float or a branch on a value, so while recording these keep tensors in the graph.
-_VALUE_READERS = {"torch_item": (torch_item, _detached), "warn_if_nan": (warn_if_nan, _identity),
-                  "warn_if_inf": (warn_if_inf, _identity)}
+_VALUE_READERS = {
+    "torch_item": (torch_item, _detached),
+    "warn_if_nan": (warn_if_nan, _identity),
+    "warn_if_inf": (warn_if_inf, _identity),
+}
 
 
 @contextmanager
@@ -215,6 +218,22 @@ class Recording:
         return [*(p.detach() for p in self.params), *self.buffers, *handlers]
 
 
+@contextmanager
+def _one_fake_mode() -> Iterator[None]:
+    """One fake-tensor mode for the shapes ``make_fx`` notes beside each operation it records.
+
+    Tracing real tensors, it makes a new mode for every operation unless a tracing context
+    names one, and each new mode captures the whole Python call stack with its source lines:
+    at the depth of a run inside ``fit`` that took 6 times the recording itself (0.7 s instead
+    of 0.12 s for a small IWAE step, 80 frames deep). The mode holds metadata only: the graph
+    recorded is the same."""
+    from torch._guards import TracingContext, tracing
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with tracing(TracingContext(FakeTensorMode())):
+        yield
+
+
 def record_step(estimator: ELBO, model, guide, args: tuple) -> Recording:
     """Record ``estimator``'s step on (model, guide, args) with ``make_fx``: the loss and
     ``torch.autograd.grad`` of it, run once on the real tensors, forward and backward. The
@@ -261,6 +280,7 @@ def record_step(estimator: ELBO, model, guide, args: tuple) -> Recording:
                 _values_in_graph(),
                 _orders_as_ints((model, guide)),
                 recording(),
+                _one_fake_mode(),
             ):
                 graph = make_fx(step)(*inputs)
     finally:
@@ -275,5 +295,3 @@ def compile_graph(graph: Callable, backend: str, mode: str | None = None) -> Cal
     return torch.compile(
         graph, backend=backend, mode=mode, options=options, dynamic=False, fullgraph=True
     )
-
-
