@@ -20,8 +20,10 @@ class DeterministicBaseline(LocalPyroModule):
     """p_θ(x|c) = likelihood(net(c)) over the condition's ``predicted`` pixels; site ``"x"`` in
     plate ``"data"``, no latent sites. ``net`` maps the context (B, n_c) to (B, D·params)."""
 
-    prior = None
+    prior = None  # no latent: no prior, no layers, no sites, no label
     layers: tuple = ()
+    sites: tuple[str, ...] = ()
+    num_classes = 0
 
     def __init__(
         self,
@@ -35,9 +37,6 @@ class DeterministicBaseline(LocalPyroModule):
         self.likelihood = likelihood
         self.condition = condition
         self.image_shape = None if image_shape is None else tuple(image_shape)
-
-    sites: tuple[str, ...] = ()
-    num_classes = 0
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> None:
         c = self.condition.context(x, y)  # (B, n_c)

@@ -115,11 +115,7 @@ class VAE(LocalPyroModule):
         if self.condition is not None:
             labels = torch.as_tensor(y, device=ref.device).expand(num) if y is not None else None
             c = self.context(ref.new_empty(num, 0), labels)  # (num, n_c)
-        prior = self.top_prior(c)
-        z = prior.sample() if c is not None and prior.batch_shape else prior.sample((num,))
-        for layer in self.layers[::-1]:
-            z = layer(z).sample()
-        return self.likelihood(self._decode(z, c)).mean
+        return self._ancestral_mean(c, (num,))
 
     @torch.no_grad()
     def complete(self, x: torch.Tensor, num: int) -> torch.Tensor:
@@ -127,9 +123,14 @@ class VAE(LocalPyroModule):
         (or p(z)), x_miss = E_θ[x_miss|z, x_obs], the observed pixels copied from x:
         shape (num, B, D)."""
         c = self.context(x)
+        guess = self._ancestral_mean(c, (num, x.shape[0]))  # (num, B, D)
+        return torch.where(self.condition.predicted, guess, x)
+
+    def _ancestral_mean(self, c: torch.Tensor | None, shape: tuple[int, ...]) -> torch.Tensor:
+        """E_θ[x|z1, c] for draws z_L ~ p(z_L|c), z_l ~ p(z_l|z_{l+1}) of leading ``shape``
+        (the conditional prior's own batch shape, that of c, included): (*shape, D)."""
         prior = self.top_prior(c)
-        z = prior.sample((num,) if prior.batch_shape else (num, x.shape[0]))  # (num, B, d)
+        z = prior.sample(shape[: len(shape) - len(prior.batch_shape)])  # (*shape, d_L)
         for layer in self.layers[::-1]:
             z = layer(z).sample()
-        guess = self.likelihood(self._decode(z, c)).mean
-        return torch.where(self.condition.predicted, guess, x)
+        return self.likelihood(self._decode(z, c)).mean
