@@ -11,6 +11,7 @@ import pyro.distributions as dist
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import any_likelihood
 from torch import nn
 
 from pyrovae import TrainConfig, build_model_and_guide, make_estimator, set_seed
@@ -382,7 +383,7 @@ def test_a_label_conditional_step_compiles_and_matches_the_eager_one():
         torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", applicable(ESTIMATORS, "continuous"))
+@pytest.mark.parametrize("name", any_likelihood(applicable(ESTIMATORS, "continuous")))
 def test_every_continuous_estimator_trains_the_completion_cvae(name):
     # K = 3: the leave-one-out and multi-sample estimators need K ≥ 2
     model, guide = _parts(

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.distributed as dist
-from conftest import write_dataset
+from conftest import FISHER_MODEL, write_dataset
 from distributed_harness import (
     BATCH,
     EPOCHS,
@@ -183,6 +183,8 @@ def _part_cases():
         # an estimator for discrete codes only trains the 3-unit binary code (8 states)
         continuous = CONTINUOUS in estimator_kinds(ESTIMATORS[e])
         code = {} if continuous else dict(BINARY_CODE, estimator=e)
+        if e == "fisher":  # scores x: a smooth likelihood on grey pixels
+            code = FISHER_MODEL
         yield _case(e, e, 1 if accepts(e, 1) else 3, **code)
     for g in sorted(set(GUIDES) - {"normal"}):
         if GUIDES[g].latent_kind == DISCRETE:  # with its own prior and a score function

@@ -10,6 +10,7 @@ import math
 
 import pytest
 import torch
+from conftest import any_likelihood
 from pyro import poutine
 from test_compiled import _batch, _steps_agree, accepts, built_for
 from test_hierarchical_estimators import D1, D2, data, hierarchical_model
@@ -34,7 +35,7 @@ from pyrovae.runs.checkpoint import load_checkpoint
 from pyrovae.runs.folder import CONFIG, DIAGNOSTICS, EVALUATION, FIGURES
 
 # estimators for continuous codes (the discrete ones: test_discrete_codes.py)
-CONTINUOUS = applicable(ESTIMATORS, "continuous")
+CONTINUOUS = any_likelihood(applicable(ESTIMATORS, "continuous"))
 
 D = 784
 TWO = {"latent_dim": (4, 3), "hidden": (16,), "upper_hidden": (8,)}

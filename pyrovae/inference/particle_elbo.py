@@ -26,6 +26,7 @@ class ParticleELBO(ELBO):
     """An estimator built on :func:`draw_particles` (K particles in one vectorized pass)."""
 
     detach_latents = False  # score-function estimators sample without reparameterization
+    model_views = False  # the model reads views of z, log q the z's themselves (PIWAE)
     latent_kinds: frozenset[str] = DEFAULT_KINDS  # the kinds of guide site it applies to
 
     def __init__(self, num_particles: int = 1, max_plate_nesting: int = 1, **kwargs) -> None:
@@ -43,6 +44,7 @@ class ParticleELBO(ELBO):
             self.num_particles,
             int(self.max_plate_nesting),
             self.detach_latents,
+            self.model_views,
         )
         check_sites(p.guide_trace, self.latent_kinds, getattr(self, "name", type(self).__name__))
         return p

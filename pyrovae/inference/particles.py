@@ -179,16 +179,20 @@ def replay_views(trace: poutine.Trace) -> tuple[poutine.Trace, list[tuple[str, t
     return replay, views
 
 
-def density_inputs(trace: poutine.Trace) -> tuple[poutine.Trace, list[tuple[str, torch.Tensor]]]:
+def density_inputs(
+    trace: poutine.Trace, views: bool = False
+) -> tuple[poutine.Trace, list[tuple[str, torch.Tensor]]]:
     """What the model replays, and the (site, tensor) pairs at which the densities' partial
     derivatives in each z are taken (DReG's encoder term).
 
-    One latent site: the trace itself and its z, since only the densities depend on it. Several:
-    fresh views of each z (:func:`replay_views`), since z2 = g(ε2, z1, φ) depends on z1, and a
-    gradient at z1 itself would count the path through z2 a second time.
+    One latent site: the trace itself and its z, since only the densities depend on it. Several
+    (or ``views``): fresh views of each z (:func:`replay_views`), since z2 = g(ε2, z1, φ) depends
+    on z1, and a gradient at z1 itself would count the path through z2 a second time. With
+    ``views`` the model alone reads the views, log q the z's themselves (PIWAE reweights the
+    model's partial derivatives only).
     """
     sites = _sample_sites(trace)
-    if len(sites) == 1:
+    if len(sites) == 1 and not views:
         return trace, [(sites[0]["name"], sites[0]["value"])]
     return replay_views(trace)
 
@@ -233,9 +237,10 @@ def draw_particles(
     num_particles: int,
     max_plate_nesting: int = 1,
     detach_latents: bool = False,
+    views: bool = False,
 ) -> Particles:
     """z_k ~ q(z|x) for k = 1…K (one pass), then the model replayed at those z_k (at views of
-    them with several latent sites, see :func:`density_inputs`).
+    them with several latent sites or ``views``, see :func:`density_inputs`).
 
     ``detach_latents`` cuts z_k from φ (for score-function gradients: no reparameterization).
     """
@@ -246,7 +251,7 @@ def draw_particles(
         for site in _sample_sites(guide_trace):
             site["value"] = site["value"].detach()
     guide_trace = prune_subsample_sites(guide_trace)  # drop the plates' own bookkeeping sites
-    replay, inputs = density_inputs(guide_trace)
+    replay, inputs = density_inputs(guide_trace, views)
     replayed = poutine.replay(vectorized(model, num_particles, max_plate_nesting), trace=replay)
     model_trace = prune_subsample_sites(poutine.trace(replayed).get_trace(*args, **kwargs))
     model_trace.compute_log_prob()

@@ -39,6 +39,7 @@ class Likelihood(nn.Module, ABC):
 
     pixels: ClassVar[frozenset[str]]  # the pixel modes this is a valid density for
     params_per_pixel: ClassVar[int] = 1  # decoder outputs per pixel
+    smooth: ClassVar[bool] = False  # a density twice differentiable in x (the Fisher objective)
 
     def __init__(self, num_pixels: int) -> None:
         super().__init__()
@@ -75,6 +76,7 @@ class ContinuousBernoulliLikelihood(Likelihood):
     description = "continuous Bernoulli on [0, 1]: grey or binary pixels"
 
     pixels = GREY | BINARY
+    smooth = True
 
     def forward(self, params: torch.Tensor) -> dist.Distribution:
         return dist.ContinuousBernoulli(logits=params, validate_args=False).to_event(1)
@@ -95,6 +97,7 @@ class GaussianLikelihood(Likelihood):
     description = "Normal with σ = 0.1 fixed: squared error on grey pixels"
 
     pixels = GREY
+    smooth = True
     SCALE: ClassVar[float] = 0.1
 
     def forward(self, params: torch.Tensor) -> dist.Distribution:
@@ -113,6 +116,7 @@ class LearnedGaussianLikelihood(Likelihood):
     description = "Normal with a learned σ per pixel: grey pixels"
 
     pixels = GREY
+    smooth = True
     MIN_SCALE: ClassVar[float] = 1e-3
     INIT_SCALE: ClassVar[float] = 0.1
 

@@ -15,7 +15,7 @@ from pyrovae.data.base import TrainingData, square_shape
 from pyrovae.guides.families import GUIDES, DiagonalNormal
 from pyrovae.guides.guide import AmortizedGuide
 from pyrovae.guides.layers import StochasticLayer
-from pyrovae.inference.estimators import ESTIMATORS
+from pyrovae.inference.estimators import estimator_entry, make_estimator
 from pyrovae.inference.nvil import NVILBaseline
 from pyrovae.inference.semi_supervised import SemiSupervisedELBO, paper_alpha
 from pyrovae.models.likelihoods import get_likelihood
@@ -91,7 +91,7 @@ def build_vae(
         p = DiagonalNormal(below)
         down.append(StochasticLayer(MLP(above, hidden[::-1], p.num_params, act), p))
     # an estimator that trains a network of its own alongside φ declares it (NVIL's baseline)
-    estimator = lookup(ESTIMATORS, config.estimator, "estimator")
+    estimator = estimator_entry(config.estimator)
     baseline = NVILBaseline(num_pixels) if getattr(estimator, "needs_baseline_net", False) else None
     guide = AmortizedGuide(encoder, family, layers=up, baseline=baseline, condition=condition)
     prior = lookup(PRIORS, config.prior, "prior")(
@@ -128,7 +128,12 @@ def build_m2(
 
 def build_estimator(config: TrainConfig, data: TrainingData) -> ELBO | str:
     """The objective a run trains: M2's J^α for ``config.semi_supervised`` (α: ``config.alpha``,
-    or the paper's 0.1·N with N all training images), else the ``config.estimator`` name."""
+    or the paper's 0.1·N with N all training images), the Fisher objective with Hutchinson's
+    Laplacian for ``config.hutchinson_probes``, else the ``config.estimator`` name."""
+    if config.hutchinson_probes is not None:
+        return make_estimator(
+            config.estimator, config.num_particles, probes=config.hutchinson_probes
+        )
     if not config.semi_supervised:
         return config.estimator
     n_l, n_u = data.num_labelled, data.num_train

@@ -1,5 +1,6 @@
 """Which settings of a training config go together: a discrete code's prior and estimator,
-and what the semi-supervised M2 can be combined with. One-line errors otherwise.
+what the semi-supervised M2 and the Fisher objective can be combined with. One-line errors
+otherwise.
 
 Each check takes the :class:`~pyrovae.runs.config.TrainConfig` being built (typed ``Any``:
 that module imports this one)."""
@@ -12,10 +13,11 @@ from typing import Any
 from pyrovae.core.errors import PyroVAEError
 from pyrovae.guides.discrete import check_enumerable
 from pyrovae.guides.families import GUIDES
-from pyrovae.inference.estimators import ESTIMATORS
+from pyrovae.inference.estimators import ESTIMATORS, estimator_entry
 from pyrovae.inference.kinds import applicable, estimator_kinds
 from pyrovae.inference.temperature import check_schedule
 from pyrovae.models.condition import parse_mask
+from pyrovae.models.likelihoods import LIKELIHOODS
 from pyrovae.models.prior import PRIORS
 
 
@@ -101,7 +103,7 @@ def check_code(config: Any, dims: tuple[int, ...]) -> None:
     """Guide, prior and estimator fit together: the prior is over the guide's kind of code,
     the estimator applies to it, and an enumerated code has few enough states."""
     family, prior = GUIDES[config.guide], PRIORS[config.prior]
-    estimator = ESTIMATORS[config.estimator]
+    estimator = estimator_entry(config.estimator)
     if family.code != getattr(prior, "code", "continuous"):
         fits = [n for n, p in PRIORS.items() if getattr(p, "code", "continuous") == family.code]
         raise PyroVAEError(
@@ -129,3 +131,32 @@ def check_code(config: Any, dims: tuple[int, ...]) -> None:
         config.temperature_rate,
         config.temperature_interval,
     )
+
+
+def check_objective(config: Any, dims: tuple[int, ...]) -> None:
+    """The Fisher objective needs a density in x twice differentiable in x (a smooth likelihood
+    on grey pixels), a guide with a density, and no KL weight to scale; Hutchinson's probes are
+    its alone."""
+    fisher = getattr(estimator_entry(config.estimator), "name", None) == "fisher"
+    if not fisher:
+        if config.hutchinson_probes is not None:
+            raise PyroVAEError("--hutchinson-probes is for --estimator fisher")
+        return
+    smooth = [n for n, c in LIKELIHOODS.items() if getattr(c, "smooth", False)]
+    refused = {
+        f"--likelihood {config.likelihood} (Hyvärinen's score needs log p(x|z) twice "
+        f"differentiable in x: use {' or '.join(smooth)})": not getattr(
+            LIKELIHOODS.get(config.likelihood), "smooth", False
+        ),
+        f"--pixels {config.pixels} (the Fisher divergence is between densities of continuous "
+        "x: use --pixels grey)": config.pixels != "grey",
+        "--autoencoder or --guide delta (∇_z log q(z|x) needs a density)": config.guide == "delta",
+        "--beta or --kl-warmup (the objective has no KL term to weight)": (
+            config.beta != 1 or config.kl_warmup != 0
+        ),
+        "--condition-on (the observed pixels are not scored)": config.condition_on is not None,
+        "--semi-supervised (M2 has its own objective)": config.semi_supervised,
+    }
+    for what, bad in refused.items():
+        if bad:
+            raise PyroVAEError(f"--estimator fisher cannot run with {what}")

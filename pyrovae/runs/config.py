@@ -21,7 +21,7 @@ from pyrovae.data.inputs import resolve_dataset
 from pyrovae.data.sources import ImageOptions
 from pyrovae.guides.families import GUIDES
 from pyrovae.inference.divergence import DIVERGENCE_FACTOR
-from pyrovae.inference.estimators import ESTIMATORS, make_estimator
+from pyrovae.inference.estimators import ESTIMATORS, estimator_entry, make_estimator
 from pyrovae.inference.schedules import LR_SCHEDULES, burda_epochs
 from pyrovae.inference.temperature import (
     TEMPERATURE,
@@ -33,7 +33,12 @@ from pyrovae.inference.temperature import (
 from pyrovae.models.likelihoods import LIKELIHOODS, get_likelihood
 from pyrovae.models.prior import PRIORS
 from pyrovae.nets import ACTIVATIONS, NETS
-from pyrovae.runs.combinations import check_code, check_condition, check_semi_supervised
+from pyrovae.runs.combinations import (
+    check_code,
+    check_condition,
+    check_objective,
+    check_semi_supervised,
+)
 from pyrovae.runs.conditional import CONDITIONAL_MODELS
 
 
@@ -87,6 +92,12 @@ class TrainConfig:
     workers: int = _opt(2, "DataLoader worker processes when streaming (0: none)", bounds=COUNT)
     estimator: str = _opt("elbo", "ELBO estimator", ESTIMATORS)
     num_particles: int = _opt(1, "K, samples of z per datapoint (vectorized)", bounds=SIZE)
+    hutchinson_probes: int | None = _opt(
+        None,
+        "--estimator fisher: estimate the Laplacian Δ_x log p(x|z) with N Rademacher probes "
+        "(Hutchinson) instead of exactly by autograd",
+        bounds=SIZE,
+    )
     likelihood: str = _opt("bernoulli", "likelihood p(x|z)", LIKELIHOODS)
     guide: str = _opt("normal", "guide family q(z|x)", GUIDES)
     prior: str = _opt("normal", "prior p(z)", PRIORS)
@@ -192,7 +203,7 @@ class TrainConfig:
             raise PyroVAEError("--latent-dim needs one size per stochastic layer, got none")
         object.__setattr__(self, "latent_dim", dims[0] if len(dims) == 1 else dims)
         lookup(PIXEL_MODES, self.pixels, "pixel mode")
-        lookup(ESTIMATORS, self.estimator, "estimator")
+        estimator_entry(self.estimator)
         if self.autoencoder:  # composed, not a new model: a point-mass guide and no KL
             if self.guide not in ("normal", "delta") or self.beta not in (0.0, 1.0):
                 raise PyroVAEError("--autoencoder sets --guide delta --beta 0; drop those flags")
@@ -243,6 +254,7 @@ class TrainConfig:
         parse_device(self.device)
         check_semi_supervised(self, dims)
         check_condition(self, dims)
+        check_objective(self, dims)
 
     def temperature_schedule(self) -> Callable[[int], float]:
         """The relaxation's temperature schedule, global step ↦ τ."""
