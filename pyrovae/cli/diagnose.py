@@ -24,7 +24,11 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         nargs="+",
         required=True,
         metavar="NAME",
-        help=choices_help("estimators to compare", ESTIMATORS, pick="any of"),
+        help=choices_help(
+            "estimators to compare (miwae:M, ciwae:β, piwae:M with their parameter)",
+            ESTIMATORS,
+            pick="any of",
+        ),
     )
     diagnose.add_argument(
         "--num-particles",

@@ -125,7 +125,10 @@ class Fisher(ELBO):
         return sum(self.terms(model, guide, *args, **kwargs).values()).sum() / self.num_particles
 
     def _get_trace(self, model, guide, args, kwargs):
-        raise NotImplementedError("fisher draws its own traces (Fisher.terms)")
+        """(model trace, guide trace) of one draw z ~ q_φ(z|x), the model replayed at it."""
+        guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
+        replayed = poutine.replay(model, trace=guide_trace)
+        return poutine.trace(replayed).get_trace(*args, **kwargs), guide_trace
 
     def loss(self, model, guide, *args, **kwargs) -> float:
         return self.differentiable_loss(model, guide, *args, **kwargs).item()

@@ -90,8 +90,15 @@ class TrainConfig:
         False, "stream training batches through a DataLoader even when the data fits"
     )
     workers: int = _opt(2, "DataLoader worker processes when streaming (0: none)", bounds=COUNT)
-    estimator: str = _opt("elbo", "ELBO estimator", ESTIMATORS)
-    num_particles: int = _opt(1, "K, samples of z per datapoint (vectorized)", bounds=SIZE)
+    estimator: str = _opt(
+        "elbo", "ELBO estimator; NAME:PARAMETER for miwae:M, ciwae:β, piwae:M", ESTIMATORS
+    )
+    num_particles: int = _opt(
+        1,
+        "K, samples of z per datapoint (vectorized); per bound for miwae:M and piwae:M, which "
+        "draw M·K",
+        bounds=SIZE,
+    )
     hutchinson_probes: int | None = _opt(
         None,
         "--estimator fisher: estimate the Laplacian Δ_x log p(x|z) with N Rademacher probes "
