@@ -400,6 +400,23 @@ def test_the_divergence_rule():
         off.check(loss)
 
 
+def test_the_divergence_rule_scales_with_the_spread_of_an_objective_near_zero():
+    """The Fisher AE's J nets to tens of nats while moving by thousands: the median deviation,
+    not |median|, is its scale (median 0, deviation 2000: the margin is 100 · 2001). A real
+    blow-up still stops it."""
+
+    def guard():
+        g = DivergenceGuard()
+        for loss in (-2000.0, 0.0, 2000.0):
+            g.check(loss)
+        return g
+
+    guard().check(5113.0)  # a run of the benchmark was once stopped here by |median| + 1
+    guard().check(100 * 2001 - 1)  # just inside
+    with pytest.raises(TrainingDiverged, match="blown up"):
+        guard().check(100 * 2001 + 1)
+
+
 @pytest.mark.filterwarnings("ignore:Encountered NaN")
 def test_a_run_blowing_up_without_nan_stops_and_keeps_the_last_checkpoint(
     run, idx_dir, monkeypatch

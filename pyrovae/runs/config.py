@@ -167,7 +167,8 @@ class TrainConfig:
     divergence_factor: float = _opt(
         DIVERGENCE_FACTOR,
         "stop when a step's loss per datapoint exceeds the median of the last 100 steps' by "
-        "this factor × (|median| + 1) nats: a run that has blown up without NaN; 0 turns it off",
+        "this factor × (max(|median|, median deviation) + 1) nats: a run that has blown up "
+        "without NaN; 0 turns it off",
     )
     seed: int = _opt(0, "random seed", bounds=SEED)
     device: str = _opt(
