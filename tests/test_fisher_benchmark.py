@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import subprocess
 import sys
 from pathlib import Path
 
@@ -120,3 +121,15 @@ def test_four_rows_the_noisy_copy_and_a_second_call_reads_the_runs(tmp_path, cap
     assert all(len(read_evaluations(root / f"{r['model']}-{r['training']}")) == 1 for r in rows)
     saved = json.loads((tmp_path / "rows.json").read_text())
     assert [r["mse"]["noise 0.5"][0] for r in saved] == [r["mse"]["noise 0.5"][0] for r in rows]
+
+    # a folder trained to another budget is refused, not read as this one: one line, exit 2
+    other = [a if a != "1" else "2" for a in argv]  # --epochs 2
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "fisher_ae.py"), *other],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"fisher_ae: error: {root / 'vae-clean'} holds 1 epochs, not --epochs 2: remove it"
+    ]
