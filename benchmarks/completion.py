@@ -35,8 +35,8 @@ import torch
 
 from pyrovae import train_run
 from pyrovae.runs.config import TrainConfig
-from pyrovae.runs.evaluate import evaluate_run
-from pyrovae.runs.folder import CHECKPOINT, read_evaluations, read_metrics
+from pyrovae.runs.evaluate import evaluation_at
+from pyrovae.runs.folder import CHECKPOINT, read_metrics
 
 QUADRANTS = (1, 2, 3)
 # row ↦ (--conditional-model, run-folder prefix); "cvae-warmup" adds --kl-warmup
@@ -91,26 +91,9 @@ def run_cell(model: str, q: int, args: argparse.Namespace) -> dict:
         train_run(config_of(model, q, args), path, figures=True, **common)
     history = read_metrics(path)
     epoch = history[-1]["epoch"]
-    found = [
-        e
-        for e in read_evaluations(path)
-        if e.get("method", "is") == "is"
-        and e["epoch"] == epoch
-        and e["num_samples"] == args.num_samples
-        and (args.test_subset is None or e["num_test"] == args.test_subset)
-    ]
-    if found:
-        figures = found[-1]
-    else:
-        figures = evaluate_run(
-            path,
-            args.device,
-            args.data_dir,
-            False,
-            num_samples=args.num_samples,
-            test_subset=args.test_subset,
-            progress=False,
-        )
+    figures = evaluation_at(
+        path, args.num_samples, args.test_subset, args.device, args.data_dir, download=False
+    )
     return {
         "model": model,
         "quadrants": q,

@@ -45,8 +45,8 @@ from pyrovae.core.errors import PyroVAEError
 from pyrovae.plots.common import decode
 from pyrovae.plots.latents import latent_codes
 from pyrovae.runs.config import TrainConfig
-from pyrovae.runs.evaluate import evaluate_run
-from pyrovae.runs.folder import CHECKPOINT, read_evaluations, read_metrics
+from pyrovae.runs.evaluate import evaluation_at
+from pyrovae.runs.folder import CHECKPOINT, read_metrics
 from pyrovae.runs.load import first_test_images, load_run
 
 # row's model ↦ (--estimator, label)
@@ -162,25 +162,7 @@ def run_cell(model: str, training: str, args: argparse.Namespace) -> dict:
     epoch = history[-1]["epoch"]
     if epoch != args.epochs:  # a run stopped early, or trained to another budget
         raise PyroVAEError(f"{path} holds {epoch} epochs, not --epochs {args.epochs}: remove it")
-    found = [
-        e
-        for e in read_evaluations(path)
-        if e.get("method", "is") == "is"
-        and e["epoch"] == epoch
-        and e["num_samples"] == args.num_samples
-        and e["num_test"] == args.test_subset
-    ]
-    if found:
-        figures = found[-1]
-    else:
-        figures = evaluate_run(
-            path,
-            args.device,
-            num_samples=args.num_samples,
-            test_subset=args.test_subset,
-            progress=False,
-            **common,
-        )
+    figures = evaluation_at(path, args.num_samples, args.test_subset, args.device, **common)
     run = load_run(path, args.device, **common)
     x = first_test_images(run.data, args.test_subset, "--test-subset")
     errors = recon_errors(run, x, args)

@@ -41,8 +41,8 @@ import torch
 from pyrovae import train_run
 from pyrovae.runs.config import preset_config
 from pyrovae.runs.diagnose import diagnose_run
-from pyrovae.runs.evaluate import evaluate_run
-from pyrovae.runs.folder import CHECKPOINT, read_diagnostics, read_evaluations, read_metrics
+from pyrovae.runs.evaluate import evaluation_at
+from pyrovae.runs.folder import CHECKPOINT, read_diagnostics, read_metrics
 
 # row ↦ (estimator, K per bound): all draw 64 particles per datapoint
 ROWS = {
@@ -112,27 +112,8 @@ def run_row(row: str, args: argparse.Namespace) -> dict:
         common = {"data_dir": args.data_dir, "download": False, "progress": False}
         train_run(config_of(row, args), path, figures=False, **common)
     history = read_metrics(path)
-    epoch = history[-1]["epoch"]
-    found = [
-        e
-        for e in read_evaluations(path)
-        if e.get("method", "is") == "is"
-        and e["epoch"] == epoch
-        and e["num_samples"] == args.num_samples
-        and (args.test_subset is None or e["num_test"] == args.test_subset)
-    ]
-    figures = (
-        found[-1]
-        if found
-        else evaluate_run(
-            path,
-            args.device,
-            args.data_dir,
-            False,
-            num_samples=args.num_samples,
-            test_subset=args.test_subset,
-            progress=False,
-        )
+    figures = evaluation_at(
+        path, args.num_samples, args.test_subset, args.device, args.data_dir, download=False
     )
     spec, k = ROWS[row]
     own = _diagnosed(path, spec, k, args)
@@ -140,7 +121,7 @@ def run_row(row: str, args: argparse.Namespace) -> dict:
         "row": row,
         "estimator": spec,
         "num_particles": k,
-        "epochs": epoch,
+        "epochs": history[-1]["epoch"],
         "seconds": sum(r["seconds"] for r in history),
         "num_test": figures["num_test"],
         "num_samples": figures["num_samples"],
