@@ -41,8 +41,11 @@ class DivergenceGuard:
         """Raise :class:`TrainingDiverged` when the loss breaks the rule; else remember it."""
         if self.factor > 0 and self.recent:
             m = statistics.median(self.recent)
-            spread = statistics.median(abs(v - m) for v in self.recent)
-            if loss_per_datapoint - m > self.factor * (max(abs(m), spread) + 1):
+            rise = loss_per_datapoint - m
+            # the spread only widens the margin: computed when |m| alone would stop the run
+            if rise > self.factor * (abs(m) + 1) and rise > self.factor * (
+                max(abs(m), statistics.median(abs(v - m) for v in self.recent)) + 1
+            ):
                 raise TrainingDiverged(
                     f"the loss jumped to {loss_per_datapoint:.4g} nats per datapoint against a "
                     f"median of {m:.4g} over the last {len(self.recent)} steps, more than "
