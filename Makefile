@@ -4,6 +4,8 @@
 # make bench — CPU speed against a hand-written PyTorch VAE, and how cost scales
 # make gpu-check — on a CUDA machine: CUDA tests, GPU benchmarks, a torchrun run (< 8 min)
 # make notebooks — re-run every notebook in full mode, in place (their committed outputs)
+# make docs  — build the documentation site into docs/_build/html (warnings are errors)
+# make docs-screenshots — headless Chromium screenshots of a guide page and an API page
 
 PYTHON ?= python3
 VENV := .venv
@@ -12,7 +14,7 @@ STAMP := $(VENV)/.installed-stamp
 FMNIST := /usr/share/datasets/fashion-mnist
 RUN_ARGS ?= --epochs 30
 
-.PHONY: run test lint bench gpu-check data graphviz notebooks install
+.PHONY: run test lint bench gpu-check data graphviz notebooks install docs docs-screenshots
 
 install: $(STAMP)
 
@@ -57,6 +59,17 @@ test: $(STAMP) graphviz
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+
+# The site, from scratch (-E: every page re-read, so every warning shows), offline: MathJax is
+# copied into the site, the notebooks are rendered with their committed outputs (not re-run).
+# Open docs/_build/html/index.html. About 25 s on 2 cores.
+docs: $(STAMP)
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/python -m sphinx -E -W --keep-going -q -b html docs docs/_build/html
+
+# What a reader sees, as PNGs in docs/_build/screenshots (needs Debian's chromium; as root it
+# is installed).
+docs-screenshots: docs
+	$(BIN)/python docs/screenshots.py docs/_build/html docs/_build/screenshots
 
 # Full runs, several minutes each on 2 cores; `make notebooks NOTEBOOKS=01_…ipynb` for one.
 notebooks: $(STAMP) graphviz

@@ -34,6 +34,7 @@ VERBS: dict[str, ModuleType] = {
     "sample": sample,
     "plot": plot,
 }
+"""The subcommands by name: name ↦ its module, with ``add_parser(subparsers)`` and ``run(args)``."""
 
 
 def build_parser() -> argparse.ArgumentParser:

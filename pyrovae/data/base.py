@@ -56,6 +56,7 @@ PIXEL_MODES: dict[str, PixelMode] = {
     "grey": PixelMode(False, False, description="intensities in [0, 1] as they are"),
     "8bit": PixelMode(False, False, LEVELS, description="the 256 levels k/255 of 8-bit images"),
 }
+"""Pixel modes by name (``--pixels``): how intensities become training and test images."""
 
 
 def binarize(intensity: torch.Tensor, seed: int) -> torch.Tensor:

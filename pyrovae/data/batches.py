@@ -10,6 +10,7 @@ Batch = torch.Tensor | tuple[torch.Tensor, ...]
 
 
 def num_batches(n: int, batch_size: int) -> int:
+    """How many batches of ``batch_size`` cover ``n`` items: ⌈n / batch_size⌉."""
     return -(-n // batch_size)
 
 

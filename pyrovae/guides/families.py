@@ -29,6 +29,7 @@ from pyrovae.guides.discrete import BernoulliCode, CategoricalCode
 from pyrovae.guides.family import Family
 
 MIN_SCALE = 1e-4
+"""The floor on every scale σ = softplus(·) + MIN_SCALE of a Gaussian guide."""
 
 
 def loc_and_scale(raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -223,3 +224,4 @@ GUIDES: dict[str, type[Family]] = {
     "categorical": CategoricalCode,
     "bernoulli": BernoulliCode,
 }
+"""Guide families by name (``--guide``): name ↦ the family of q_φ(z|x) an encoder parameterizes."""

@@ -52,7 +52,7 @@ def gradient_statistics(
     """Draw ``num_samples`` gradients of ``estimator``'s loss on ``x`` and summarize each group.
 
     Per group: ``mean`` and ``variance`` (per component, flattened), ``snr`` (mean over
-    components of |mean| / std), ``variance_mean`` (mean over components of the variance) and
+    components of abs(mean) / std), ``variance_mean`` (mean over components of the variance) and
     ``mean_norm`` ‖E[g]‖. Streaming (Welford) in float64; parameters are not changed, and
     buffers a step updates (NVIL's running average) are put back after each draw, so every draw
     is at the same state. Labels

@@ -93,6 +93,7 @@ ESTIMATORS: dict[str, Callable[..., ELBO]] = {
     "gumbel-softmax": GumbelSoftmax,
     "straight-through": StraightThrough,
 }
+"""Estimators by name (``--estimator``): name ↦ the class (or function) making its Pyro ELBO."""
 
 
 def parse_estimator(spec: str) -> tuple[Callable[..., ELBO], dict[str, Any]]:

@@ -181,6 +181,7 @@ LIKELIHOODS: dict[str, type[Likelihood]] = {
     "laplace": LaplaceLikelihood,
     "discretized-logistic": DiscretizedLogisticLikelihood,
 }
+"""Likelihoods by name (``--likelihood``): name ↦ the class of p_θ(x|z) given the decoder."""
 
 
 def get_likelihood(name: str, pixels: str) -> type[Likelihood]:

@@ -97,7 +97,7 @@ class VampPrior(nn.Module):
     z, a (particles, batch, C, d) tensor, which dominates memory with many particles.
 
     u = sigmoid(ρ) keeps the pseudo-inputs in pixel range; ρ ~ N(0, 1) (torch's global
-    generator) starts them as distinct grey noise images within (0.1, 0.9) for |ρ| < 2, where
+    generator) starts them as distinct grey noise images within (0.1, 0.9) for abs(ρ) < 2, where
     the sigmoid's slope is still at least 0.1.
 
     The guide is held by a plain reference, not as a submodule: registering it would put the
@@ -233,3 +233,4 @@ PRIORS: dict[str, type[nn.Module]] = {
     "categorical": UniformCategoricalPrior,
     "bernoulli": UniformBernoulliPrior,
 }
+"""Priors by name (``--prior``): name ↦ the module returning p(z) (p(z|c) for ``conditional``)."""

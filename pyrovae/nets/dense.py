@@ -18,6 +18,7 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
     "tanh": nn.Tanh,
     "elu": nn.ELU,
 }
+"""Activations by name (``--activation``): name ↦ the ``nn.Module`` class put between layers."""
 
 
 def mlp(sizes: Sequence[int], activation: str = "relu") -> nn.Sequential:

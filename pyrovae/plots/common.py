@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 DPI = 80
+"""Dots per inch of every saved figure."""
 
 
 def new_figure(

@@ -18,7 +18,7 @@ MISSING_GREY = 0.5  # how the input tile shows a pixel that is not observed
 def completions(model, x: torch.Tensor, num: int = 6, baseline=None) -> Figure:
     """One row per image x (N, D): the input (observed pixels, the missing ones mid-grey), the
     truth, the ``baseline``'s one completion when given, then ``num`` completions of the model
-    (:meth:`complete`: z ~ p(z|x_obs), the missing pixels E_θ[x_miss|z, x_obs]; a model without
+    (:meth:`VAE.complete`: z ~ p(z|x_obs), the missing pixels E_θ[x_miss|z, x_obs]; a model without
     latents has one). Draws from the global RNG."""
     with torch.no_grad(), evaluating(model):
         observed = model.condition.observed  # (D,)

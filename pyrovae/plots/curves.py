@@ -144,7 +144,7 @@ def bound_vs_k(rows: Sequence[Mapping[str, Any]], exact: float | None = None) ->
 def snr_vs_k(rows: Sequence[Mapping[str, Any]]) -> Figure:
     """Gradient signal-to-noise ratio against K, log-log; encoder φ and decoder θ panels.
 
-    SNR = mean over components of |E g| / std g (Rainforth et al. 2018), from the rows of
+    SNR = mean over components of abs(E g) / std g (Rainforth et al. 2018), from the rows of
     :func:`pyrovae.runs.diagnose_run`. For IWAE the encoder's SNR decays as O(1/√K)
     while the decoder's grows as O(√K); DReG's encoder SNR does not decay. Rows of a model with
     several stochastic layers also hold ``encoder/z1``, …: each layer is drawn too, in the

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 TRAVERSAL_DIMS = 10
+"""How many latent dimensions a traversal draws (the first ones)."""
 
 
 def reconstructions(model, guide, x: torch.Tensor, y: torch.Tensor | int | None = None) -> Figure:

@@ -45,7 +45,7 @@ def diagnose_run(
     ``estimator``, ``num_particles`` and, per group (``encoder`` φ, ``decoder`` θ; with several
     stochastic layers also ``encoder/z1``, ``decoder/z1``, … per layer; ``baseline``, NVIL's
     b_ψ, on ``nvil``'s rows of a run trained with it), ``snr``
-    (mean over components of |E g| / std g), ``variance_mean`` and ``mean_norm`` ‖E g‖.
+    (mean over components of abs(E g) / std g), ``variance_mean`` and ``mean_norm`` ‖E g‖.
     Also added to the run's ``diagnostics.json`` with the checkpoint's ``epoch`` (rows of the
     same setting replace earlier ones). ``progress``: a bar over all gradients drawn.
 

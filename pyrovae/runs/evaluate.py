@@ -33,6 +33,7 @@ def _finite_or_none(value: float) -> float | None:
 
 
 LOG_PX_SAMPLES = 100  # the paper protocol is 5000: ~10+ min for 10k images on a 2-core CPU
+"""Importance samples K of ``evaluate``'s log p(x) by default (the papers' protocol is 5000)."""
 NUM_SAMPLES = IntRange(0, None)  # K: 0 skips log p(x); no upper end, MAX_DRAWS bounds the work
 # The most draws of z (test images × K) taken on unasked: 20× the paper protocol's 10⁴ × 5000,
 # some hours on a 2-core CPU. More needs --max-draws: a mistyped K is told before it runs for years.

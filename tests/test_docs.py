@@ -1,8 +1,10 @@
-"""The README's examples run as pasted: every fenced python block in a fresh interpreter, and
-every ``pyrovae`` command of its bash blocks parses (with its settings valid).
+"""The docs' examples run as pasted: every fenced python block of README.md and of every page
+under docs/ runs in a fresh interpreter, and every ``pyrovae`` command of their bash blocks
+parses (with its settings valid).
 
 The blocks run unchanged; the only difference from a reader's run is the data: a tiny dataset
 the test writes and names through ``$PYROVAE_DATA``, the first place pyrovae looks for data.
+The site itself is built by ``make docs`` (warnings are errors), which ``.ci/run`` calls.
 """
 
 from __future__ import annotations
@@ -22,19 +24,28 @@ from pyrovae.cli import build_parser
 from pyrovae.runs.config import preset_config
 
 ROOT = Path(__file__).resolve().parent.parent
-README = (ROOT / "README.md").read_text()
+DOCS = ROOT / "docs"
+PAGES = [ROOT / "README.md", *sorted(DOCS.glob("*.md")), *sorted(DOCS.glob("[!_]*/*.md"))]
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.MULTILINE | re.DOTALL)
 
 
-def blocks(language: str) -> list[str]:
-    return [body for lang, body in FENCE.findall(README) if lang == language]
+def blocks(language: str) -> list[tuple[str, str]]:
+    """(page, body) of each fenced block in ``language``, page by page."""
+    return [
+        (page.relative_to(ROOT).as_posix(), body)
+        for page in PAGES
+        for lang, body in FENCE.findall(page.read_text())
+        if lang == language
+    ]
 
 
 PYTHON = blocks("python")
 
 
-def test_the_readme_has_its_python_blocks():
-    assert len(PYTHON) >= 4  # the API, the estimator contract, evaluation, linear-Gaussian
+def test_the_pages_have_their_python_blocks():
+    pages = {page for page, _ in PYTHON}
+    assert len(PYTHON) >= 10
+    assert {"README.md", "docs/guide/python-api.md", "docs/guide/evaluation.md"} <= pages
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +56,11 @@ def tiny_data(tmp_path_factory) -> Path:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("index", range(len(PYTHON)), ids=lambda i: f"block{i + 1}")
+@pytest.mark.parametrize(
+    "index", range(len(PYTHON)), ids=[f"{page}-{i + 1}" for i, (page, _) in enumerate(PYTHON)]
+)
 def test_python_block_runs_as_pasted(index, tiny_data, tmp_path):
+    page, code = PYTHON[index]
     env = {
         **os.environ,
         "PYROVAE_DATA": str(tiny_data),
@@ -56,20 +70,20 @@ def test_python_block_runs_as_pasted(index, tiny_data, tmp_path):
         "MPLBACKEND": "Agg",
     }
     result = subprocess.run(
-        [sys.executable, "-c", PYTHON[index]],
+        [sys.executable, "-c", code],
         cwd=tmp_path,  # runs/ and figures go here
         env=env,
         capture_output=True,
         text=True,
         timeout=600,
     )
-    assert result.returncode == 0, f"block {index + 1}:\n{PYTHON[index]}\n{result.stderr[-3000:]}"
+    assert result.returncode == 0, f"{page}:\n{code}\n{result.stderr[-3000:]}"
 
 
 def _commands() -> list[list[str]]:
     """Each ``pyrovae …`` command in the bash blocks (``a && b`` is two), comments dropped."""
     commands = []
-    for block in blocks("bash"):
+    for _, block in blocks("bash"):
         for line in block.replace("\\\n", " ").splitlines():  # continued lines joined
             for part in line.split("&&"):
                 words = shlex.split(part, comments=True)
@@ -116,10 +130,10 @@ BENCHMARK_COMMAND = re.compile(r"python benchmarks/(\w+)\.py((?:[^`\n\\]|\\\n)*)
 
 
 def _benchmark_commands() -> list[tuple[str, list[str]]]:
-    """Each ``python benchmarks/<script>.py …`` in README.md and BENCHMARKS.md, fenced or inline."""
+    """Each ``python benchmarks/<script>.py …`` in the pages and BENCHMARKS.md, fenced or inline."""
     found = []
-    for doc in ("README.md", "BENCHMARKS.md"):
-        for script, rest in BENCHMARK_COMMAND.findall((ROOT / doc).read_text()):
+    for doc in [*PAGES, ROOT / "BENCHMARKS.md"]:
+        for script, rest in BENCHMARK_COMMAND.findall(doc.read_text()):
             found.append((script, shlex.split(rest.replace("\\\n", " "), comments=True)))
     return found
 
