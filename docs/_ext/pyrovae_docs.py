@@ -172,12 +172,21 @@ class RegistryEntries(SphinxDirective):
                 continue
             done.add(id(target))
             kind = "autoclass" if inspect.isclass(target) else "autofunction"
-            text += [f".. {kind}:: {target.__module__}.{target.__qualname__}", ""]
-            if inspect.isclass(target):
-                text += ["   :members:", "   :no-index-entry:", ""]
+            text.append(f".. {kind}:: {target.__module__}.{target.__qualname__}")
+            text += ["   :members:", ""] if inspect.isclass(target) else [""]
         node = nodes.container()
         nested_parse_with_titles(self.state, StringList(text, source=self.arguments[0]), node)
         return node.children
+
+
+def _first_sentence(doc: str) -> str:
+    """A docstring's first sentence (up to a full stop outside inline code), on one line."""
+    paragraph = " ".join(line.strip() for line in doc.strip().split("\n\n")[0].splitlines())
+    for i, char in enumerate(paragraph):
+        outside_code = paragraph[:i].count("``") % 2 == 0
+        if char == "." and paragraph[i + 1 : i + 2] in ("", " ") and outside_code:
+            return paragraph[: i + 1]
+    return paragraph
 
 
 class PublicNames(SphinxDirective):
@@ -187,15 +196,14 @@ class PublicNames(SphinxDirective):
     required_arguments = 1
 
     def run(self) -> list[nodes.Node]:
-        from pyrovae.core.registry import describe
 
         module = importlib.import_module(self.arguments[0])
         rows = [".. list-table::", "   :header-rows: 1", "", "   * - name", "     - what it is"]
         for name in module.__all__:
             obj = getattr(module, name)
-            text = describe(obj) if inspect.isclass(obj) or inspect.isroutine(obj) else ""
-            text = text or " ".join(_defined_doc(name, obj)[:1]) or " "
-            rows += [f"   * - :py:obj:`{module.__name__}.{name}`", f"     - {text.split('. ')[0]}"]
+            doc = obj.__doc__ if inspect.isclass(obj) or inspect.isroutine(obj) else None
+            text = _first_sentence(doc or "\n".join(_defined_doc(name, obj)))
+            rows += [f"   * - :py:obj:`{module.__name__}.{name}`", f"     - {text or ' '}"]
         node = nodes.container()
         nested_parse_with_titles(self.state, StringList(rows, source=self.arguments[0]), node)
         return node.children

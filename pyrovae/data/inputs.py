@@ -65,6 +65,8 @@ class InputKind(ABC):
 
 
 class Registered(InputKind):
+    """A dataset known by name (``DATASETS``): its files where pyrovae looks, else a download."""
+
     def matches(self, dataset: str) -> bool:
         return dataset in DATASETS
 
@@ -125,6 +127,9 @@ def _class_images(folder: Path, classes: Sequence[str]) -> tuple[list[Path], tor
 
 
 class Folder(InputKind):
+    """A folder of images: class subfolders become labels; ``train/`` and ``test/`` subfolders
+    are its own split."""
+
     def matches(self, dataset: str) -> bool:
         return Path(dataset).expanduser().is_dir()
 

@@ -136,7 +136,7 @@ class LearnedGaussianLikelihood(Likelihood):
 
 class LaplaceLikelihood(Likelihood):
     """x_i ~ Laplace(μ_i, b) on grey levels, μ the decoder's output (free), b = ``SCALE`` fixed:
-    log p(x_i) = −log 2b − |x_i − μ_i| / b.
+    log p(x_i) = −log 2b − abs(x_i − μ_i) / b.
 
     b = 0.1/√2, so that its standard deviation √2·b equals the ``gaussian``'s σ = 0.1: the two
     differ only in the shape of the noise (an L1 instead of a squared reconstruction error).
