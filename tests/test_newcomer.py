@@ -1,0 +1,156 @@
+"""The newcomer's second hour (issue 26): a held-out test split that is random, seeded and
+stratified; ``diagnose`` with no options and a time estimate first; figures that say what
+they show (titles, axis labels, integer epochs, legends) at a readable size."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import random_images, write_pngs
+
+from pyrovae import TrainConfig, plots, train_run
+from pyrovae.core.errors import PyroVAEError
+from pyrovae.data.images import load_data
+from pyrovae.data.splits import LEGACY_SEED, TEST_SPLITS, file_order, stratified
+from pyrovae.runs.folder import CONFIG, read_config
+from pyrovae.runs.load import load_run
+
+# ---------------------------------------------------------------- the held-out split
+
+
+@pytest.mark.parametrize(
+    "counts, k, quotas",
+    [
+        # shares k·n_c/n = 1.54, 1.23, 0.92, 0.31: floors 1 1 0 0, two more by largest remainder
+        ((5, 4, 3, 1), 4, (2, 1, 1, 0)),
+        ((10, 10, 10), 9, (3, 3, 3)),  # exact shares
+        ((6, 6, 6), 4, (2, 1, 1)),  # remainders tie: the earlier class first
+        ((1, 1, 1, 1, 96), 5, (0, 0, 0, 0, 5)),  # rare classes may hold out nothing
+    ],
+)
+def test_stratified_quotas_are_the_largest_remainder_shares(counts, k, quotas):
+    labels = torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts))
+    labels = labels[torch.randperm(labels.shape[0], generator=torch.Generator().manual_seed(3))]
+    n = labels.shape[0]
+    for seed in range(5):
+        train, test = stratified(n, k, labels, seed)
+        held = torch.bincount(labels[test], minlength=len(counts))
+        assert tuple(held.tolist()) == quotas and test.shape[0] == k
+        # a partition of the rows; training rows in the source's order
+        assert sorted(torch.cat([train, test]).tolist()) == list(range(n))
+        assert train.tolist() == sorted(train.tolist())
+
+
+def test_stratified_test_rows_take_the_classes_in_turn():
+    labels = torch.tensor([0] * 20 + [1] * 20 + [2] * 20)  # class folders: file order by class
+    _, test = stratified(60, 12, labels, seed=7)
+    assert labels[test].tolist() == [0, 1, 2] * 4  # the first images show every class
+
+
+def test_the_split_depends_on_its_seed_alone():
+    labels = torch.arange(200) % 4
+    a, b = stratified(200, 50, labels, 1), stratified(200, 50, labels, 1)
+    assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+    other = stratified(200, 50, labels, 2)
+    # two seeds pick the same 50 of 200 rows with probability C(150,50)/C(200,50)·… ≈ 0
+    assert set(other[1].tolist()) != set(a[1].tolist())
+
+
+def test_an_unlabelled_split_is_a_seeded_random_subset():
+    n, k = 1000, 100
+    _, test = stratified(n, k, None, seed=0)
+    assert test.shape[0] == k and len(set(test.tolist())) == k
+    # not the first k rows, not in file order: a random k of n has mean row (n−1)/2 ± sd
+    # √((n²−1)/12 · (n−k)/(n−1) / k) ≈ 27.4; 5 sd is a bound that a correct split fails with
+    # probability < 1e-6
+    assert abs(test.float().mean().item() - (n - 1) / 2) < 5 * 27.4
+    assert test.tolist() != sorted(test.tolist())
+    # and uniform: over 400 seeds each row is held out 40 times on average (binomial sd ≈ 6.2,
+    # the maximum over 1000 rows stays well inside 40 ± 6 sd)
+    hits = torch.zeros(n)
+    for seed in range(400):
+        hits[stratified(n, k, None, seed)[1]] += 1
+    assert (hits - 40).abs().max().item() < 6 * 6.2
+
+
+def test_file_order_is_the_split_of_earlier_runs():
+    train, test = file_order(100, 20, torch.arange(100) % 2, seed=5)  # the seed is not used
+    perm = torch.randperm(100, generator=torch.Generator().manual_seed(LEGACY_SEED))
+    assert test.tolist() == sorted(perm[:20].tolist()) and train.tolist() == sorted(
+        perm[20:].tolist()
+    )
+    assert set(TEST_SPLITS) == {"stratified", "file-order"}
+
+
+def _digits_folder(root: Path, per_class: int = 6, classes: int = 3) -> None:
+    for c in range(classes):
+        write_pngs(root / f"digit{c}", random_images(per_class, (1, 6, 6), c))
+
+
+def test_a_class_folder_split_is_stratified_and_mixed(tmp_path):
+    _digits_folder(tmp_path / "d", per_class=8)
+    data = load_data(str(tmp_path / "d"), "grey", test_fraction=0.25, split_seed=4)
+    assert data.test_y.tolist() == [0, 1, 2] * 2  # 6 of 24: 2 per class, in turn
+    assert torch.bincount(data.train_y).tolist() == [6, 6, 6]
+    again = load_data(str(tmp_path / "d"), "grey", test_fraction=0.25, split_seed=4)
+    assert torch.equal(again.test_x, data.test_x)
+    other = load_data(str(tmp_path / "d"), "grey", test_fraction=0.25, split_seed=5)
+    assert not torch.equal(other.test_x, data.test_x)
+
+
+def test_a_memory_mapped_npy_is_split_by_row_indices(tmp_path):
+    images = random_images(40, (1, 4, 4), 0)
+    np.save(tmp_path / "x.npy", images)
+    data = load_data(str(tmp_path / "x.npy"), "grey", test_fraction=0.25, split_seed=1)
+    _, rows = stratified(40, 10, None, 1)
+    want = torch.from_numpy(images[rows.numpy()]).reshape(10, -1).float() / 255
+    assert torch.equal(data.test_x, want)
+
+
+def _tiny_run(tmp_path: Path, data: Path, **changes) -> Path:
+    config = TrainConfig(
+        dataset=str(data),
+        pixels="grey",
+        likelihood="gaussian",
+        test_fraction=0.25,
+        latent_dim=2,
+        hidden=(8,),
+        epochs=1,
+        batch_size=8,
+        device="cpu",
+        **changes,
+    )
+    path, _ = train_run(config, tmp_path / "run", progress=False, figures=False)
+    return path
+
+
+def test_a_run_records_its_split_and_an_older_run_keeps_its_own(tmp_path):
+    _digits_folder(tmp_path / "d", per_class=8)
+    path = _tiny_run(tmp_path, tmp_path / "d", split_seed=3)
+    recorded = json.loads((path / CONFIG).read_text())["config"]
+    assert recorded["test_split"] == "stratified" and recorded["split_seed"] == 3
+    run = load_run(path)
+    assert run.data.test_y.tolist() == [0, 1, 2] * 2
+    # a run recorded before --test-split: its config.json has neither key
+    meta = json.loads((path / CONFIG).read_text())
+    for key in ("test_split", "split_seed"):
+        del meta["config"][key]
+    (path / CONFIG).write_text(json.dumps(meta))
+    assert read_config(path).test_split == "file-order"
+    old = load_run(path)
+    _, rows = file_order(24, 6, None, 0)
+    labels = torch.arange(3).repeat_interleave(8)
+    assert old.data.test_y.tolist() == labels[rows].tolist()
+
+
+def test_split_flags_need_a_test_fraction():
+    with pytest.raises(PyroVAEError, match="--test-split and --split-seed need --test-fraction"):
+        TrainConfig(split_seed=3)
+    with pytest.raises(PyroVAEError, match="unknown test split 'random'"):
+        TrainConfig(test_fraction=0.1, test_split="random")
