@@ -154,3 +154,47 @@ def test_split_flags_need_a_test_fraction():
         TrainConfig(split_seed=3)
     with pytest.raises(PyroVAEError, match="unknown test split 'random'"):
         TrainConfig(test_fraction=0.1, test_split="random")
+
+
+# ---------------------------------------------------------------- diagnose with no options
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    """A one-epoch run of a 2-D latent VAE on 32 random 4×4 grey images (.npy)."""
+    root = tmp_path_factory.mktemp("tiny")
+    np.save(root / "x.npy", random_images(32, (1, 4, 4), 0))
+    return _tiny_run(root, root / "x.npy")
+
+
+def test_diagnose_with_no_options_says_how_long_first(tiny_run, capsys):
+    from pyrovae.cli import main
+
+    assert main(["diagnose", str(tiny_run), "--no-progress"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    # the run's own estimator (elbo) and the standard ones that apply, at K = 1, 10
+    assert re.fullmatch(
+        r"about \d+ (s|min): 3 estimators \(elbo, iwae, iwae-dreg\) × 2 values of K \(1, 10\) × "
+        r"100 gradients of 8 test images",
+        out[0],
+    ), out[0]
+    rows = [line.split()[:2] for line in out if re.match(r"(elbo|iwae|iwae-dreg) ", line)]
+    assert rows == [[e, k] for e in ("elbo", "iwae", "iwae-dreg") for k in ("1", "10")]
+
+
+def test_the_estimate_is_within_a_sane_factor_of_the_time_taken(tiny_run):
+    from pyrovae.runs.diagnose import diagnose_run
+
+    told = []
+    rows = diagnose_run(
+        tiny_run,
+        samples=40,
+        progress=False,
+        announce=lambda e: told.append((e, time.perf_counter())),
+    )
+    took = time.perf_counter() - told[0][1]
+    ((estimate, _),) = told
+    assert len(rows) == 6 and estimate.samples == 40 and estimate.batch_size == 8
+    # timed gradients, not a guess: within 10× of the time the 240 gradients took (loose: the
+    # machine is shared and tests do not assert speed)
+    assert took / 10 < estimate.seconds < 10 * took, (estimate.seconds, took)
