@@ -198,3 +198,97 @@ def test_the_estimate_is_within_a_sane_factor_of_the_time_taken(tiny_run):
     # timed gradients, not a guess: within 10× of the time the 240 gradients took (loose: the
     # machine is shared and tests do not assert speed)
     assert took / 10 < estimate.seconds < 10 * took, (estimate.seconds, took)
+
+
+# ---------------------------------------------------------------- figures
+
+
+def _model(shape=(1, 8, 8), latent_dim: int = 3):
+    from pyrovae import build_model_and_guide, set_seed
+
+    set_seed(0)
+    config = TrainConfig(latent_dim=latent_dim, hidden=(8,), device="cpu")
+    return build_model_and_guide(config, int(np.prod(shape)), num_classes=1, image_shape=shape)
+
+
+def test_samples_and_traversal_say_what_they_show():
+    model, guide = _model()
+    (ax,) = plots.prior_samples(model, 4).axes
+    assert ax.get_title() == "samples E[x|z], z ~ p(z)"
+    x = torch.rand(1, 64)
+    fig = plots.traversal(model, guide, x, dims=[2, 0], values=torch.linspace(-2, 2, 5))
+    (ax,) = fig.axes
+    assert ax.get_title() == "traversal: E[x|z], one dimension changed per row"
+    assert ax.get_ylabel() == "dimension i"
+    assert ax.get_xlabel() == "value of z_i, -2 to 2; the other dimensions at E_q[z|x]"
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["z2", "z0"]
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return image.size
+
+
+@pytest.mark.parametrize("shape", [(3, 32, 32), (1, 28, 28)], ids=["rgb-32", "grey-28"])
+def test_reconstruction_tiles_are_three_times_the_images(tmp_path, shape):
+    model, guide = _model(shape)
+    x = torch.rand(8, int(np.prod(shape)))
+    path = plots.save_figure(plots.reconstructions(model, guide, x), tmp_path / "r.png")
+    width, height = _png_size(path)
+    c, h, w = shape
+    # the montage is 8 × 2 tiles of (h + 1) × (w + 1) pixels (1 of padding), + 1; drawn at 3
+    # screen pixels per image pixel, beside the row labels and below the title
+    assert width >= 3 * (8 * (w + 1) + 1) - 8 and height >= 3 * (2 * (h + 1) + 1) - 8
+    (ax,) = plots.reconstructions(model, guide, x).axes
+    assert ax.get_title() == "reconstructions at E_q[z|x]"
+    # the montage's own pixels: 3 per image pixel, to within a pixel of rounding per tile
+    fig = ax.figure
+    fig.dpi = plots.DPI
+    box = ax.get_window_extent()
+    assert box.width == pytest.approx(3 * 8 * (w + 1), abs=8)
+
+
+def test_epoch_axes_have_whole_epochs_only():
+    history = [
+        {"epoch": e, "train_elbo": -9.0 + e, "test_elbo": -9.5 + e, "test_recon": -8, "test_kl": 1}
+        for e in (1, 2)
+    ]
+    fig = plots.training_curves({"run": history})
+    fig.canvas.draw()  # the locator places its ticks when drawn
+    for ax in fig.axes:
+        low, high = ax.get_xlim()
+        ticks = [t for t in ax.get_xticks() if low <= t <= high]
+        assert ticks and all(float(t).is_integer() for t in ticks), ticks
+
+
+def _snr_rows():
+    rows = []
+    for name, encoder in (("iwae", lambda k: k**-0.5), ("iwae-dreg", lambda k: 1.0)):
+        for k in (1, 10, 100):
+            rows.append(
+                {
+                    "estimator": name,
+                    "num_particles": k,
+                    "encoder": {"snr": encoder(k), "variance_mean": 1.0, "mean_norm": 1.0},
+                    "decoder": {"snr": k**0.5, "variance_mean": 1.0, "mean_norm": 1.0},
+                }
+            )
+    return rows
+
+
+def test_snr_panels_have_legends_and_equal_lines_stay_visible():
+    encoder, decoder = plots.snr_vs_k(_snr_rows()).axes
+    for ax in (encoder, decoder):
+        assert ax.get_legend() is not None
+    labels = [t.get_text() for t in encoder.get_legend().get_texts()]
+    assert labels == ["iwae", "iwae-dreg"]
+    labels = [t.get_text() for t in decoder.get_legend().get_texts()]
+    assert labels == ["iwae", "iwae-dreg (same as iwae)"]
+    first, second = decoder.lines
+    assert list(first.get_ydata()) == list(second.get_ydata())
+    # the line drawn on top differs in marker, line style and size from the one below it
+    assert first.get_marker() != second.get_marker()
+    assert first.get_linestyle() != second.get_linestyle()
+    assert second.get_markersize() < first.get_markersize()
