@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -147,6 +148,16 @@ def bound_vs_k(rows: Sequence[Mapping[str, Any]], exact: float | None = None) ->
     return fig
 
 
+COINCIDE = 1e-4  # relative: points this close are drawn on top of each other
+
+
+def _coincide(a: tuple[list[int], list[float]], b: tuple[list[int], list[float]]) -> bool:
+    """Whether two lines (Ks, values) have the same Ks and values equal to :data:`COINCIDE`."""
+    return a[0] == b[0] and all(
+        math.isclose(u, v, rel_tol=COINCIDE) for u, v in zip(a[1], b[1], strict=True)
+    )
+
+
 def snr_vs_k(rows: Sequence[Mapping[str, Any]]) -> Figure:
     """Gradient signal-to-noise ratio against K, log-log; encoder φ and decoder θ panels.
 
@@ -158,8 +169,8 @@ def snr_vs_k(rows: Sequence[Mapping[str, Any]]) -> Figure:
 
     Each estimator has its own marker and line style, later ones smaller, so equal lines stay
     visible one inside the other; an estimator whose points equal an earlier one's in a panel
-    (DReG changes only the encoder's gradient, so its decoder SNR is IWAE's) says so in that
-    panel's legend.
+    to :data:`COINCIDE` (DReG changes only the encoder's gradient, so its decoder SNR is IWAE's
+    up to float rounding) says so in that panel's legend.
     """
     fig = new_figure(9, 3.5, left=1.0, gap=0.8)
     axes = fig.subplots(1, 2)
@@ -170,7 +181,7 @@ def snr_vs_k(rows: Sequence[Mapping[str, Any]]) -> Figure:
         for i, (name, g) in enumerate(groups.items()):
             ks = [r["num_particles"] for r in g]
             snr = [r[group]["snr"] for r in g]
-            same = [other for other, points in drawn.items() if points == (ks, snr)]
+            same = [other for other, points in drawn.items() if _coincide(points, (ks, snr))]
             drawn[name] = (ks, snr)
             marker, line, size = ESTIMATOR_STYLES[i % len(ESTIMATOR_STYLES)]
             label = f"{name} (same as {same[0]})" if same else name

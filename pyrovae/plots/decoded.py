@@ -164,12 +164,13 @@ def traversal(
     note = layer_note(guide)
     zi, code = ("z1[i]", "E_q[z1|x]") if note else ("z_i", "E_q[z|x]")
     low, high = values.min().item(), values.max().item()
+    title = f"traversal of {note}" if note else "traversal: E[x|z], one dimension changed per row"
     return image_grid(
         as_images(images, shape),
         v,
         row_labels=[f"z1[{j}]" if note else f"z{j}" for j in dims],
         col_labels=[f"{u:.1f}" for u in values.tolist()],
-        title=f"traversal of {note}" if note else "traversal: E[x|z], one dimension changed per row",
+        title=title,
         xlabel=f"value of {zi}, {low:g} to {high:g}; the other dimensions at {code}",
         ylabel="dimension i",
     )
