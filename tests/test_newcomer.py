@@ -149,6 +149,31 @@ def test_a_run_records_its_split_and_an_older_run_keeps_its_own(tmp_path):
     assert old.data.test_y.tolist() == labels[rows].tolist()
 
 
+def test_seeds_side_by_side_hold_out_the_same_images(tmp_path):
+    """The split has its own seed: replicas that differ in --seed share one dataset, and each
+    seed's folder, loaded alone, holds out what it was trained without."""
+    from pyrovae.runs.seeds import train_seeds
+
+    _digits_folder(tmp_path / "d", per_class=8)
+    config = TrainConfig(
+        dataset=str(tmp_path / "d"),
+        pixels="grey",
+        likelihood="gaussian",
+        test_fraction=0.25,
+        split_seed=2,
+        latent_dim=2,
+        hidden=(8,),
+        epochs=1,
+        batch_size=8,
+        device="cpu",
+    )
+    group, _ = train_seeds(config, [0, 1], tmp_path / "g", progress=False, figures=False)
+    a, b = (load_run(group / f"seed-{s}").data for s in (0, 1))
+    assert torch.equal(a.test_x, b.test_x) and a.test_y.tolist() == [0, 1, 2] * 2
+    alone = load_data(str(tmp_path / "d"), "grey", test_fraction=0.25, split_seed=2)
+    assert torch.equal(a.test_x, alone.test_x)
+
+
 def test_split_flags_need_a_test_fraction():
     with pytest.raises(PyroVAEError, match="--test-split and --split-seed need --test-fraction"):
         TrainConfig(split_seed=3)
