@@ -81,10 +81,14 @@ class Estimate:
     def __str__(self) -> str:
         e, k = self.estimators, self.num_particles
         return (
-            f"about {_duration(self.seconds)}: {len(e)} estimators ({', '.join(e)}) × "
-            f"{len(k)} values of K ({', '.join(map(str, k))}) × {self.samples} gradients of "
-            f"{self.batch_size} test images"
+            f"about {_duration(self.seconds)}: {_count(len(e), 'estimator')} ({', '.join(e)}) "
+            f"× {_count(len(k), 'value')} of K ({', '.join(map(str, k))}) × {self.samples} "
+            f"gradients of {self.batch_size} test images"
         )
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _duration(seconds: float) -> str:
