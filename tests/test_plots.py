@@ -444,8 +444,8 @@ def test_colour_figures_draw_the_decoded_rgb_images():
     with seeded(5):
         expected = model.generate(4)
     torch.testing.assert_close(_colour_tile(fig, 1, 0), expected[2])
-    # a tile is as high as the image is: 9 rows per 7 columns
-    assert fig.get_size_inches()[1] == pytest.approx(2 * 0.5 * 9 / 7)
+    # a tile is as high as the image is: 9 rows per 7 columns (and 0.3 inch for the title)
+    assert fig.get_size_inches()[1] == pytest.approx(2 * 0.5 * 9 / 7 + 0.3)
 
 
 def test_images_must_have_the_models_shape():

@@ -9,7 +9,7 @@ from pyrovae.cli.parser import _add_data_flags, _loading, choices_help
 from pyrovae.core.ranges import SIZE
 from pyrovae.inference.estimators import ESTIMATORS
 from pyrovae.runs import diagnose_run
-from pyrovae.runs.diagnose import SAMPLES
+from pyrovae.runs.diagnose import BATCH, MOST_ESTIMATORS, SAMPLES
 from pyrovae.runs.folder import DIAGNOSTICS
 
 
@@ -22,10 +22,11 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     diagnose.add_argument(
         "--estimators",
         nargs="+",
-        required=True,
         metavar="NAME",
         help=choices_help(
-            "estimators to compare (miwae:M, ciwae:β, piwae:M with their parameter)",
+            "estimators to compare (miwae:M, ciwae:β, piwae:M with their parameter; default: "
+            "the run's own and elbo, iwae, iwae-dreg or score-function where they apply, "
+            f"{MOST_ESTIMATORS} in all)",
             ESTIMATORS,
             pick="any of",
         ),
@@ -34,9 +35,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "--num-particles",
         nargs="+",
         type=SIZE,
-        required=True,
         metavar="K",
-        help="particle counts K to try with each estimator",
+        help="particle counts K to try with each estimator (default: 1, 10 and the run's K)",
     )
     diagnose.add_argument(
         "--samples",
@@ -48,9 +48,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     diagnose.add_argument(
         "--batch-size",
         type=SIZE,
-        default=64,
         metavar="B",
-        help="the fixed batch: the first B test images (default: 64)",
+        help=f"the fixed batch: the first B test images (default: {BATCH}, or all when fewer)",
     )
     diagnose.add_argument("--device", help="cpu, cuda or auto (default: the run's)")
     diagnose.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -58,7 +57,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 def run(args: argparse.Namespace) -> None:
-    """Draw the gradients and print one row per estimator and particle count."""
+    """Say how long it will take, draw the gradients and print one row per estimator and
+    particle count."""
     rows = diagnose_run(
         args.run_dir,
         args.estimators,
@@ -66,6 +66,7 @@ def run(args: argparse.Namespace) -> None:
         samples=args.samples,
         batch_size=args.batch_size,
         progress=not args.no_progress,
+        announce=lambda estimate: print(estimate, flush=True),
         **_loading(args),
     )
     first = rows[0]

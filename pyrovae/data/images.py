@@ -28,6 +28,7 @@ from pyrovae.data.base import (
 from pyrovae.data.batches import Batch, epoch_generator, shuffled_batches
 from pyrovae.data.inputs import content_hash, open_dataset
 from pyrovae.data.sources import ImageOptions, ImageSource, Rows, array_shape, to_intensities
+from pyrovae.data.splits import TEST_SPLITS
 from pyrovae.data.stream import StreamedImageData
 from pyrovae.data.validate import validate_images
 
@@ -43,7 +44,6 @@ __all__ = [  # pixel modes and seeds live in base.py; importable from here as be
     "make_image_data",
 ]
 
-SPLIT_SEED = 20240613  # the permutation that holds out --test-fraction: the same in every run
 RESIDENT_FRACTION = 0.5  # on the device when it needs at most this share of the free memory
 
 
@@ -162,17 +162,20 @@ def subset_rows(n: int, train_subset: int | None) -> int | None:
     return train_subset
 
 
-def held_out(source: ImageSource, fraction: float) -> tuple[ImageSource, ImageSource]:
-    """(train, test): a seeded random ``fraction`` of ``source`` held out as the test split,
-    the same in every run (seed ``SPLIT_SEED``); each keeps the source's order."""
+def held_out(
+    source: ImageSource, fraction: float, method: str = "stratified", seed: int = 0
+) -> tuple[ImageSource, ImageSource]:
+    """(train, test): k = round(``fraction`` · N) rows of ``source`` held out as the test split
+    by the :data:`~pyrovae.data.splits.TEST_SPLITS` entry ``method`` under ``seed`` (row
+    indices and labels only: no image is read)."""
+    split = lookup(TEST_SPLITS, method, "test split")
     n = len(source)
     k = round(fraction * n)
     if not 0 < fraction < 1 or not 1 <= k < n:
         raise PyroVAEError(
             f"--test-fraction must leave at least one image on each side of {n}, got {fraction}"
         )
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(SPLIT_SEED))
-    test, train = perm[:k].sort().values, perm[k:].sort().values
+    train, test = split(n, k, source.labels, seed)
     return Rows(source, train), Rows(source, test)
 
 
@@ -194,6 +197,8 @@ def load_data(
     image_size: Sequence[int] | None = None,
     allow_large_images: bool = False,
     test_fraction: float | None = None,
+    test_split: str = "stratified",
+    split_seed: int = 0,
     stream: bool | None = None,
     workers: int = 0,
 ) -> TrainingData:
@@ -204,8 +209,9 @@ def load_data(
     a registered dataset is looked for in when given. ``channels`` (1 or 3) and ``image_size``
     (H or H W: scale and centre-crop) convert the images; image files of more than
     :data:`~pyrovae.data.image_files.MAX_PIXELS` pixels are refused unless
-    ``allow_large_images``. The test split is the dataset's own,
-    or with ``test_fraction`` a seeded fraction of the training images. ``stream``: None picks
+    ``allow_large_images``. The test split is the dataset's own, or with ``test_fraction`` a
+    fraction of the training images, held out by the method ``test_split`` under
+    ``split_seed`` (:data:`~pyrovae.data.splits.TEST_SPLITS`). ``stream``: None picks
     device-resident :class:`ImageData` when train and test need at most half the device's free
     memory and :class:`StreamedImageData` (a DataLoader with ``workers`` processes) otherwise;
     True or False forces one.
@@ -215,7 +221,7 @@ def load_data(
     splits = open_dataset(dataset, data_dir, download, options)
     train, test = splits.train, splits.test
     if test_fraction is not None:
-        train, test = held_out(train, test_fraction)
+        train, test = held_out(train, test_fraction, test_split, split_seed)
     elif test is None:
         raise PyroVAEError(
             f"{splits.path} has no test split of its own; pass --test-fraction F to hold out "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -15,6 +16,9 @@ if TYPE_CHECKING:
 
 GROUPS = (("encoder", "encoder φ"), ("decoder", "decoder θ"))
 LAYER_STYLES = ("s--", "^:", "v-.")  # per stochastic layer, in snr_vs_k
+# per estimator in snr_vs_k: marker, line style and marker size, so that a line drawn over an
+# equal one (IWAE's and DReG's decoder SNR) leaves the one below visible
+ESTIMATOR_STYLES = (("o", "-", 7), ("s", "--", 5.5), ("^", ":", 4.5), ("D", "-.", 3.5))
 MARKERS = 30  # training curves mark every epoch up to this many, then every n-th
 
 
@@ -40,6 +44,8 @@ def training_curves(histories: Mapping[str, Sequence[dict[str, Any]]]) -> Figure
     (solid), the test reconstruction term E_q[log p(x|z)] and the test KL(q(z|x) ‖ p(z)), all
     per datapoint in nats.
     """
+    from matplotlib.ticker import MaxNLocator
+
     if not histories:
         raise PyroVAEError("training_curves needs at least one run's history")
     fig = new_figure(11, 3.2, gap=0.5)
@@ -58,6 +64,7 @@ def training_curves(histories: Mapping[str, Sequence[dict[str, Any]]]) -> Figure
     ax_kl.set_title("test KL(q(z|x) ‖ p(z))", fontsize=9)
     for ax in (ax_elbo, ax_recon, ax_kl):
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # a 2-epoch run: no 0.5 ticks
         ax.grid(alpha=0.3)
     ax_elbo.set_ylabel("nats per image")
     ax_elbo.legend(fontsize=7)
@@ -141,6 +148,16 @@ def bound_vs_k(rows: Sequence[Mapping[str, Any]], exact: float | None = None) ->
     return fig
 
 
+COINCIDE = 1e-4  # relative: points this close are drawn on top of each other
+
+
+def _coincide(a: tuple[list[int], list[float]], b: tuple[list[int], list[float]]) -> bool:
+    """Whether two lines (Ks, values) have the same Ks and values equal to :data:`COINCIDE`."""
+    return a[0] == b[0] and all(
+        math.isclose(u, v, rel_tol=COINCIDE) for u, v in zip(a[1], b[1], strict=True)
+    )
+
+
 def snr_vs_k(rows: Sequence[Mapping[str, Any]]) -> Figure:
     """Gradient signal-to-noise ratio against K, log-log; encoder φ and decoder θ panels.
 
@@ -149,15 +166,27 @@ def snr_vs_k(rows: Sequence[Mapping[str, Any]]) -> Figure:
     while the decoder's grows as O(√K); DReG's encoder SNR does not decay. Rows of a model with
     several stochastic layers also hold ``encoder/z1``, …: each layer is drawn too, in the
     estimator's colour with its own line style, labelled by layer.
+
+    Each estimator has its own marker and line style, later ones smaller, so equal lines stay
+    visible one inside the other; an estimator whose points equal an earlier one's in a panel
+    to :data:`COINCIDE` (DReG changes only the encoder's gradient, so its decoder SNR is IWAE's
+    up to float rounding) says so in that panel's legend.
     """
     fig = new_figure(9, 3.5, left=1.0, gap=0.8)
     axes = fig.subplots(1, 2)
     groups = _by_estimator(rows)
     for ax, (group, title) in zip(axes, GROUPS, strict=True):
         layers = sorted({key for r in rows for key in r if key.startswith(f"{group}/")})
+        drawn: dict[str, tuple[list[int], list[float]]] = {}
         for i, (name, g) in enumerate(groups.items()):
             ks = [r["num_particles"] for r in g]
-            ax.plot(ks, [r[group]["snr"] for r in g], "o-", color=f"C{i % 10}", label=name)
+            snr = [r[group]["snr"] for r in g]
+            same = [other for other, points in drawn.items() if _coincide(points, (ks, snr))]
+            drawn[name] = (ks, snr)
+            marker, line, size = ESTIMATOR_STYLES[i % len(ESTIMATOR_STYLES)]
+            label = f"{name} (same as {same[0]})" if same else name
+            style = {"marker": marker, "linestyle": line, "markersize": size}
+            ax.plot(ks, snr, color=f"C{i % 10}", label=label, **style)
             for j, layer in enumerate(layers):
                 snr = [r[layer]["snr"] for r in g]
                 style = LAYER_STYLES[j % len(LAYER_STYLES)]
@@ -167,8 +196,8 @@ def snr_vs_k(rows: Sequence[Mapping[str, Any]]) -> Figure:
         _log_y(ax)
         ax.set_title(f"gradient SNR, {title}", fontsize=9)
         ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7)
     axes[0].set_ylabel("mean |E g| / std g")
-    axes[0].legend(fontsize=7)
     return fig
 
 

@@ -11,6 +11,7 @@ import torch
 from pyrovae.core.errors import PyroVAEError
 from pyrovae.core.runtime import seeded
 from pyrovae.plots.common import (
+    DPI,
     as_rows,
     decode,
     evaluating,
@@ -20,7 +21,7 @@ from pyrovae.plots.common import (
     layer_note,
     sites,
 )
-from pyrovae.plots.grids import as_images, image_grid
+from pyrovae.plots.grids import as_images, image_grid, readable_tile
 from pyrovae.plots.latents import latent_codes
 
 if TYPE_CHECKING:
@@ -41,8 +42,14 @@ def reconstructions(model, guide, x: torch.Tensor, y: torch.Tensor | int | None 
     recon = decode(model, latent_codes(guide, x, y), y)  # (N, D)
     images = torch.cat([as_images(x, shape), as_images(recon, shape)])
     note = layer_note(guide)
-    title = f"reconstructions at E_q[z1|x] ({note})" if note else None
-    return image_grid(images, x.shape[0], row_labels=["original", "reconstruction"], title=title)
+    title = f"reconstructions at E_q[z1|x] ({note})" if note else "reconstructions at E_q[z|x]"
+    return image_grid(
+        images,
+        x.shape[0],
+        row_labels=["original", "reconstruction"],
+        title=title,
+        tile_inches=readable_tile(shape[-1], DPI),
+    )
 
 
 def prior_samples(
@@ -60,10 +67,11 @@ def prior_samples(
     with evaluating(model):
         images = model.generate(num, label_tensor(y, num, device))  # (num, D)
     names = sites(model)
-    title = None
+    given = " per label y" if y is not None else ""
+    title = f"samples E[x|z], z ~ p(z){given}"
     if len(names) > 1:
         chain = " → ".join(names[::-1])
-        title = f"ancestral samples {chain} → x, E[x|{names[0]}]"
+        title = f"ancestral samples {chain} → x, E[x|{names[0]}]{given}"
     return image_grid(
         as_images(images, image_shape(model)), cols, row_labels=row_labels, title=title
     )
@@ -155,12 +163,17 @@ def traversal(
         z[row, :, j] = values
     images = decode(model, z.reshape(-1, d), y)  # (J·V, D)
     note = layer_note(guide)
+    zi, code = ("z1[i]", "E_q[z1|x]") if note else ("z_i", "E_q[z|x]")
+    low, high = values.min().item(), values.max().item()
+    title = f"traversal of {note}" if note else "traversal: E[x|z], one dimension changed per row"
     return image_grid(
         as_images(images, shape),
         v,
         row_labels=[f"z1[{j}]" if note else f"z{j}" for j in dims],
         col_labels=[f"{u:.1f}" for u in values.tolist()],
-        title=f"traversal of {note}" if note else None,
+        title=title,
+        xlabel=f"value of {zi}, {low:g} to {high:g}; the other dimensions at {code}",
+        ylabel="dimension i",
     )
 
 

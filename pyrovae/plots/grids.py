@@ -23,6 +23,15 @@ if TYPE_CHECKING:
 GRID_PAD = 1  # pixels between tiles (and around the montage)
 GRID_FILL = 1.0  # the padding's grey level: white
 TILE_INCHES = 0.5
+AXIS_LABEL_INCHES = 0.2  # the margin an axis label (8 points) takes
+
+
+def readable_tile(width: int, dpi: int, scale: int = 3, most: int = 192) -> float:
+    """Inches per tile of images ``width`` pixels wide that draw each image pixel as ``scale``
+    pixels at ``dpi`` (padding included), but not past ``most`` pixels a tile unless the image
+    itself is wider; never below :data:`TILE_INCHES`."""
+    pixels = min(scale * (width + GRID_PAD), max(width + GRID_PAD, most))
+    return max(TILE_INCHES, pixels / dpi)
 
 
 def as_images(x: torch.Tensor, shape: Sequence[int] | None) -> torch.Tensor:
@@ -114,10 +123,13 @@ def image_grid(
     col_labels: Sequence[str] | None = None,
     title: str | None = None,
     tile_inches: float = TILE_INCHES,
+    xlabel: str | None = None,
+    ylabel: str | None = None,
 ) -> Figure:
     """A figure of (N, H, W) grey or (N, 3, H, W) RGB images in [0, 1] (or flattened (N, D),
     D = side²), ``cols`` per row (default ⌈√N⌉), each tile ``tile_inches`` wide (and as high
-    as the images' aspect says), with optional row / column labels."""
+    as the images' aspect says), with optional row / column labels and axis labels (what the
+    rows and columns are)."""
     from matplotlib.figure import Figure
 
     if images.dim() == 2:
@@ -129,6 +141,8 @@ def image_grid(
     left = 0.15 + 0.065 * max(map(len, row_labels)) if row_labels else 0.0
     bottom = 0.25 if col_labels else 0.0
     top = 0.3 if title else 0.0
+    left += AXIS_LABEL_INCHES if ylabel else 0.0
+    bottom += AXIS_LABEL_INCHES if xlabel else 0.0
     aspect = images.shape[-2] / images.shape[-1]  # H / W of one tile
     width, height = cols * tile_inches + left, rows * tile_inches * aspect + bottom + top
     fig = Figure(figsize=(width, height))
@@ -137,4 +151,8 @@ def image_grid(
     draw_grid(ax, images, cols, row_labels, col_labels)
     if title:
         ax.set_title(title, fontsize=9)
+    if xlabel:
+        ax.set_xlabel(xlabel, fontsize=8)
+    if ylabel:
+        ax.set_ylabel(ylabel, fontsize=8)
     return fig

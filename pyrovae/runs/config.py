@@ -19,6 +19,7 @@ from pyrovae.data.base import PIXEL_MODES
 from pyrovae.data.files import DATASETS
 from pyrovae.data.inputs import resolve_dataset
 from pyrovae.data.sources import ImageOptions
+from pyrovae.data.splits import LEGACY_SPLIT, TEST_SPLITS
 from pyrovae.guides.families import GUIDES
 from pyrovae.inference.divergence import DIVERGENCE_FACTOR
 from pyrovae.inference.estimators import ESTIMATORS, estimator_entry, make_estimator
@@ -84,7 +85,14 @@ class TrainConfig:
         False, "decode image files of more than 8192×8192 pixels (refused by default)"
     )
     test_fraction: float | None = _opt(
-        None, "hold out this seeded fraction of the training images as the test split"
+        None, "hold out this fraction of the training images as the test split"
+    )
+    test_split: str = _opt("stratified", "how --test-fraction picks its test images", TEST_SPLITS)
+    split_seed: int = _opt(
+        0,
+        "seed of the --test-fraction split (not --seed's: runs that differ in --seed hold out "
+        "the same images)",
+        bounds=SEED,
     )
     stream: bool = _opt(
         False, "stream training batches through a DataLoader even when the data fits"
@@ -206,6 +214,9 @@ class TrainConfig:
         ImageOptions.of(self.channels, self.image_size, self.allow_large_images)
         if self.test_fraction is not None and not 0 < self.test_fraction < 1:
             raise PyroVAEError(f"--test-fraction must be in (0, 1), got {self.test_fraction}")
+        lookup(TEST_SPLITS, self.test_split, "test split")
+        if self.test_fraction is None and (self.test_split != "stratified" or self.split_seed):
+            raise PyroVAEError("--test-split and --split-seed need --test-fraction")
         dims = (self.latent_dim,) if isinstance(self.latent_dim, int) else tuple(self.latent_dim)
         if not dims:
             raise PyroVAEError("--latent-dim needs one size per stochastic layer, got none")
@@ -317,6 +328,14 @@ class TrainConfig:
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         """A config from plain values, checked by :meth:`check_settings`."""
         return cls(**cls.check_settings(d))
+
+    @classmethod
+    def from_record(cls, d: dict[str, Any]) -> TrainConfig:
+        """A config as a run folder recorded it: a run recorded before ``test_split`` existed
+        held out its ``--test-fraction`` by ``file-order``, and keeps doing so."""
+        if isinstance(d, dict) and d.get("test_fraction") is not None:
+            d = {"test_split": LEGACY_SPLIT, **d}
+        return cls.from_dict(d)
 
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)

@@ -182,7 +182,7 @@ def read_config(path: Path) -> TrainConfig:
     """The config of run folder ``path``; a missing, foreign or damaged folder is a clear error."""
     settings = read_run_meta(path)["config"]
     try:
-        return TrainConfig.from_dict(settings)
+        return TrainConfig.from_record(settings)
     except PyroVAEError as e:
         raise PyroVAEError(f"{path / CONFIG} is damaged: {e}") from None
 

@@ -52,6 +52,8 @@ def run_data(
         image_size=config.image_size,
         allow_large_images=config.allow_large_images,
         test_fraction=config.test_fraction,
+        test_split=config.test_split,
+        split_seed=config.split_seed,
         stream=True if config.stream else None,
         workers=config.workers,
     )
