@@ -22,10 +22,11 @@ extensions = [
 ]
 
 root_doc = "index"
-exclude_patterns = ["_build", "_ext", "figures/README.md", "**/.ipynb_checkpoints"]
+exclude_patterns = ["_build", "_ext", "_static", "figures/README.md", "**/.ipynb_checkpoints"]
 html_theme = "furo"
 html_title = "pyrovae"
-html_static_path: list[str] = []
+html_static_path = ["_static"]
+html_css_files = ["pyrovae.css"]
 
 # Broken references are errors: with nitpicky, an unresolved cross-reference warns, and the
 # build runs with -W. References into PyTorch, Pyro and the standard library cannot resolve
