@@ -15,7 +15,7 @@ from pyrovae.core.ranges import SIZE, IntRange
 from pyrovae.guides.families import GUIDES
 from pyrovae.guides.guide import PriorEncoder
 from pyrovae.inference.ais import Settings, ais_cost, ais_log_marginal, bdmc, check_memory
-from pyrovae.inference.evaluate import bits_per_dim, evaluate_elbo
+from pyrovae.inference.evaluate import bits_per_dim, evaluate_elbo, predicted_pixels
 from pyrovae.inference.marginal import (
     Cost,
     active_units_by_site,
@@ -184,13 +184,6 @@ def measured(model, guide) -> dict[str, str]:
         "log_px_of": f"log p({target}|{given})" if given else "log p(x)",
         "kl_of": f"KL({q} || {p})",
     }
-
-
-def predicted_pixels(model, num_pixels: int) -> int:
-    """D of bits per dimension: the pixels the likelihood covers (x_miss's for structured
-    output prediction), else all ``num_pixels``."""
-    predicted = getattr(getattr(model, "condition", None), "predicted", None)
-    return num_pixels if predicted is None else int(predicted.sum())
 
 
 def _figures(run, x, y, num_samples: int, log_px: bool, progress: bool) -> dict[str, Any]:
