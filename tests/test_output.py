@@ -6,7 +6,13 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -282,3 +288,56 @@ def test_a_group_summary_names_what_it_measures(tmp_path, idx_dir, capsys):
     summary = out[out.index("mean ± sd over 2 seeds") :]
     assert "  KL(q(z|x,y) || p(z)) " in summary and "  log p(x|y)" in summary
     assert "KL(q(z|x) || p(z))" not in out and "log p(x) " not in out
+
+
+# ---------------------------------------------------------------- a clone named pyrovae
+
+
+SHADOW_SCRIPT = """\
+import site, sys
+site.addsitedir(sys.argv[1])  # the installed wheel's top-level files, .pth files processed
+from pyrovae import TrainConfig
+import pyrovae
+print(pyrovae.__file__)
+"""
+
+
+@pytest.mark.slow
+def test_an_editable_install_is_not_shadowed_by_the_clone_beside_a_script(tmp_path):
+    """A script in the folder that holds the clone, itself named ``pyrovae``: Python's search
+    finds the clone as a namespace package (it has no ``__init__.py``) before an import hook
+    that setuptools' editable install appends for a flat layout is asked, and ``from pyrovae
+    import TrainConfig`` fails with "(unknown location)". With ``package-dir`` named in
+    pyproject.toml the editable wheel holds a plain path line instead, which Python's search
+    itself reaches. The wheel is built here with setuptools' PEP 660 hook and its files put
+    where an installer would (``site.addsitedir`` processes the .pth)."""
+    pytest.importorskip("setuptools")
+    root = Path(__file__).resolve().parent.parent
+    clone = tmp_path / "pyrovae"  # the clone, under its default name
+    clone.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(root / name, clone / name)
+    shutil.copytree(root / "pyrovae", clone / "pyrovae", ignore=shutil.ignore_patterns("*.pyc"))
+    build = "from setuptools import build_meta; print(build_meta.build_editable(sys.argv[1]))"
+    out = subprocess.run(
+        [sys.executable, "-c", f"import sys; {build}", str(tmp_path / "wheel")],
+        cwd=clone,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()[-1]
+    site_dir = tmp_path / "site"
+    with zipfile.ZipFile(tmp_path / "wheel" / out) as wheel:
+        top = [n for n in wheel.namelist() if "/" not in n]  # .pth (and a finder, if any)
+        wheel.extractall(site_dir, members=top)
+    (tmp_path / "script.py").write_text(SHADOW_SCRIPT)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    run = subprocess.run(
+        [sys.executable, str(tmp_path / "script.py"), str(site_dir)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert run.returncode == 0, run.stderr.splitlines()[-1:]
+    assert run.stdout.strip() == str(clone / "pyrovae" / "__init__.py")
