@@ -99,13 +99,15 @@ def run(args: argparse.Namespace) -> None:
     print(f"written to {Path(args.run_dir) / EVALUATION}")
 
 
-# The figures of a group's summary: (label, key), in the order printed.
+# The figures of a group's summary: (label, key), in the order printed; the KL's and log p's
+# labels are the ones the evaluation records (``kl_of``, ``log_px_of``: what was measured).
 GROUP_FIGURES = (
     ("test ELBO", "test_elbo"),
     ("reconstruction term", "test_recon"),
     ("KL(q(z|x) || p(z))", "test_kl"),
     ("log p(x)", "log_px"),
 )
+MEASURED_LABELS = {"test_kl": "kl_of", "log_px": "log_px_of"}
 
 
 def _group(args: argparse.Namespace) -> None:
@@ -117,6 +119,7 @@ def _group(args: argparse.Namespace) -> None:
     summary = summarize(results, tuple(key for _, key in GROUP_FIGURES))
     print(f"mean ± sd over {len(runs)} seeds, per image in nats:")
     for label, key in GROUP_FIGURES:
+        label = results[0].get(MEASURED_LABELS.get(key, ""), label)  # the seeds share a model
         if key in summary:
             mean, std = summary[key]
             print(f"  {label:20s} {mean:.3f} ± {std:.3f}")

@@ -19,7 +19,7 @@ from pyrovae.core.distributed import (
 )
 from pyrovae.core.errors import PyroVAEError
 from pyrovae.core.ranges import SEED
-from pyrovae.inference.report import test_figure
+from pyrovae.inference.report import test_bits, test_figure
 from pyrovae.inference.side_by_side import mean_and_std
 from pyrovae.runs import TrainConfig, resume_run, train_run
 from pyrovae.runs.config import PRESETS, preset_config
@@ -73,7 +73,11 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "graph), each in RUN_DIR/seed-SEED/, each the run its seed gives alone; evaluate RUN_DIR "
         "reports mean ± sd over seeds",
     )
-    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bar (each epoch's line and the final figure still print)",
+    )
     train.add_argument(
         "--no-figures",
         action="store_true",
@@ -121,6 +125,7 @@ def run(args: argparse.Namespace) -> None:
         "data_dir": args.data_dir,
         "download": not args.no_download,
         "progress": not args.no_progress,
+        "epoch_lines": True,  # --no-progress drops the bar only
         "figures": not args.no_figures,
         "tensorboard": args.tensorboard,
     }
@@ -174,7 +179,9 @@ def run(args: argparse.Namespace) -> None:
             config = read_config(path)
             name, key = test_figure(config.beta, config.kl_warmup)
             last = history[-1]
-            print(f"test {name} {last[key]:.2f} nats per image after epoch {last['epoch']}")
+            bits = test_bits(last, key)  # 8-bit data: also in bits per dimension
+            shown = "" if bits is None else f" ({bits:.4f} bits/dim)"
+            print(f"test {name} {last[key]:.2f} nats per image{shown} after epoch {last['epoch']}")
             if "test_accuracy" in last:  # M2's classifier q(y|x)
                 print(f"test accuracy {100 * last['test_accuracy']:.2f}% (q(y|x))")
         print(f"run folder: {path}")

@@ -18,6 +18,13 @@ def bits_per_dim(log_p: float, num_dims: int) -> float:
     return -log_p / (num_dims * math.log(2))
 
 
+def predicted_pixels(model, num_pixels: int) -> int:
+    """D of bits per dimension: the pixels the likelihood covers (x_miss's for structured
+    output prediction), else all ``num_pixels``."""
+    predicted = getattr(getattr(model, "condition", None), "predicted", None)
+    return num_pixels if predicted is None else int(predicted.sum())
+
+
 def batch_args(x: torch.Tensor, y: torch.Tensor | None, start: int, size: int) -> tuple:
     """Model/guide arguments for rows start…start+size: (x,) or (x, y)."""
     sl = slice(start, start + size)

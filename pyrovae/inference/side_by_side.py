@@ -24,9 +24,9 @@ from pyrovae.inference.beta import LatentScale, beta_schedule
 from pyrovae.inference.compiled import CompiledELBO
 from pyrovae.inference.divergence import DIVERGENCE_FACTOR, DivergenceGuard
 from pyrovae.inference.estimators import make_estimator
-from pyrovae.inference.evaluate import evaluate_elbo
+from pyrovae.inference.evaluate import bits_per_dim, evaluate_elbo
 from pyrovae.inference.replicas import ReplicaStep, one_by_one
-from pyrovae.inference.report import test_figure, train_name
+from pyrovae.inference.report import bar_text, bits_dims, test_figure, train_name
 from pyrovae.inference.schedules import LR_SCHEDULES, set_learning_rate
 from pyrovae.inference.temperature import Temperature, temperature_schedule
 from pyrovae.inference.train import EpochCallback, compile_log
@@ -89,6 +89,7 @@ def fit_replicas(
     compile_mode: str | None = None,
     batched: bool | None = None,
     progress: bool = True,
+    epoch_lines: bool | None = None,
     on_epoch_end: Sequence[EpochCallback] | None = None,
 ) -> list[list[dict[str, Any]]]:
     """:func:`~pyrovae.inference.train.fit` for replicas r = 1…N side by side: ``models[r]``,
@@ -102,7 +103,8 @@ def fit_replicas(
     the CPU, where the batched matrix products measured slower than N separate ones (see
     BENCHMARKS.md). ``compile=False``, and a short last batch: each replica's eager step in turn.
 
-    ``temperature``: as for ``fit`` (an estimator that relaxes a discrete code).
+    ``temperature``: as for ``fit`` (an estimator that relaxes a discrete code); ``progress``
+    and ``epoch_lines`` too (one line per epoch: the seeds' mean ± sd).
 
     ``streams``: each replica's generator state when resuming (``start_epoch`` > 0); a fresh
     start seeds replica r's stream with ``seeds[r]`` as ``fit`` does. While
@@ -139,6 +141,8 @@ def fit_replicas(
     if batched is None:
         batched = next(models[0].parameters()).device.type == "cuda"
     log = compile_log(progress)
+    lines = progress if epoch_lines is None else epoch_lines
+    dims = bits_dims(models[0], data)
     step: ReplicaStep | _InTurn | None = None
     if compile:
         step = ReplicaStep(estimator, mode=compile_mode, log=log) if batched else _InTurn(
@@ -152,7 +156,7 @@ def fit_replicas(
         iterators = [data.train_batches(s, epoch, batch_size, labels=conditional) for s in seeds]
         bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch}/{epochs} ({n} seeds)",
                    disable=not progress, leave=False, dynamic_ncols=True)
-        totals = [0.0] * n
+        totals, seen = [0.0] * n, 0
         for m, g, opt in zip(models, guides, optimizers, strict=True):
             opt.zero_grad(set_to_none=True)
             m.train()
@@ -188,9 +192,9 @@ def fit_replicas(
                 opt.step()
                 opt.zero_grad(set_to_none=True)
                 totals[r] += losses[r]
-            if progress and i % 20 == 0:
-                bar.set_postfix_str(f"{objective} {-sum(totals) / n / ((i + 1) * batch_size):.2f}",
-                                    refresh=False)
+            seen += batches[0][0].shape[0]
+            if progress:  # the seeds' mean, before update() draws it
+                bar.set_postfix_str(bar_text(objective, sum(totals) / n, seen), refresh=False)
             bar.update()
         seconds = time.perf_counter() - start
         bar.close()
@@ -212,6 +216,8 @@ def fit_replicas(
                 "lr": lr_now[r],
                 "seconds": seconds,  # the whole side-by-side step time of the epoch
             }
+            if dims is not None:
+                record["test_elbo_bpd"] = bits_per_dim(test["elbo"], dims)
             if annealed:
                 record["temperature"] = tau
             histories[r].append(record)
@@ -219,7 +225,7 @@ def fit_replicas(
                 set_rng_state(streams[r])
                 on_epoch_end[r](record)
         set_rng_state(rng)
-        if progress:
+        if lines:
             name, key = test_figure(beta, kl_warmup)
             mean, std = mean_and_std([h[-1][key] for h in histories])
             tqdm.write(

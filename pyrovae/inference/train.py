@@ -33,8 +33,8 @@ from pyrovae.inference.compiled import CompiledELBO
 from pyrovae.inference.data_parallel import DataParallel
 from pyrovae.inference.divergence import DIVERGENCE_FACTOR, DivergenceGuard
 from pyrovae.inference.estimators import make_estimator
-from pyrovae.inference.evaluate import evaluate_elbo
-from pyrovae.inference.report import epoch_line, train_name
+from pyrovae.inference.evaluate import bits_per_dim, evaluate_elbo
+from pyrovae.inference.report import bar_text, bits_dims, epoch_line, train_name
 from pyrovae.inference.schedules import LR_SCHEDULES, set_learning_rate
 from pyrovae.inference.semi_supervised import classification_accuracy
 from pyrovae.inference.temperature import Temperature, temperature_schedule
@@ -125,6 +125,7 @@ def fit(
     compile: bool = True,
     compile_mode: str | None = None,
     progress: bool = True,
+    epoch_lines: bool | None = None,
     on_epoch_end: EpochCallback | None = None,
 ) -> list[dict[str, Any]]:
     """Train ``model``/``guide`` on ``data``'s training images for epochs ``start_epoch+1 …
@@ -166,11 +167,21 @@ def fit(
     0 and sent to all; every rank returns the same records (but ``seconds``, its own clock) and
     calls ``on_epoch_end``; a non-finite loss on any rank stops every rank.
 
+    What it prints (rank 0 only): ``progress``, a bar over each epoch's steps (on standard
+    error) showing the epoch's running mean of the training objective, as fresh as the bar is
+    drawn (the steps' losses are floats already: no device sync is added), and the compile
+    time; ``epoch_lines``, one line per epoch on standard output
+    (:func:`~pyrovae.inference.report.epoch_line`). ``epoch_lines`` defaults to ``progress``,
+    so ``progress=False`` alone trains silently, as before; ``progress=False,
+    epoch_lines=True`` drops only the bar (the CLI's ``--no-progress``).
+
     Returns one record per epoch: ``train_elbo`` (mean of the per-step estimates while training)
     and ``test_elbo``, ``test_recon``, ``test_kl`` (see :func:`evaluate_elbo`), per datapoint in
     nats, ``beta`` and ``lr`` at the epoch's last step, and the epoch's wall time ``seconds``
-    (training steps only). A guide with a classifier q(y|x) (``classify``: M2's) adds
-    ``test_accuracy``, the share of test images whose most probable class is their label.
+    (training steps only). On 8-bit data (a pixel mode of many levels) ``test_elbo_bpd`` is
+    the test ELBO in bits per dimension, −ELBO / (D ln 2), as ``evaluate`` computes it. A guide
+    with a classifier q(y|x) (``classify``: M2's) adds ``test_accuracy``, the share of test
+    images whose most probable class is their label.
     Batches are the model/guide arguments as the data hands them out: x, (x, y), or M2's
     (x_u, x_l, y_l) (:class:`~pyrovae.data.labelled.SemiSupervisedData`).
     """
@@ -197,6 +208,8 @@ def fit(
     scheduled = schedule is not LR_SCHEDULES["constant"]
     lr_now = optimizer.param_groups[0]["lr"]
     show = progress and is_root()
+    lines = (progress if epoch_lines is None else epoch_lines) and is_root()
+    dims = bits_dims(model, data)  # None: no bits per dimension for this data
     fast = CompiledELBO(estimator, mode=compile_mode, log=compile_log(show)) if compile else None
     plain = estimator
     if is_distributed():
@@ -242,8 +255,8 @@ def fit(
                 error = TrainingDiverged(f"epoch {epoch}, step {step + 1}: {e}")
                 raise reported_by_root(error) from None  # every rank stops alike
             seen += args[0].shape[0]
-            if show and (step % 20 == 0):
-                bar.set_postfix_str(f"{objective} {-total / seen:.2f}", refresh=False)
+            if show:  # before update(), which draws the bar when it is due: never stale
+                bar.set_postfix_str(bar_text(objective, total, seen), refresh=False)
             bar.update()
         seconds = time.perf_counter() - start
         bar.close()
@@ -263,6 +276,8 @@ def fit(
             "lr": lr_now,
             "seconds": seconds,
         }
+        if dims is not None:
+            record["test_elbo_bpd"] = bits_per_dim(test["elbo"], dims)
         if classifies:
             record["test_accuracy"] = from_root(
                 lambda: classification_accuracy(guide, data.test_x, data.test_y)
@@ -270,7 +285,7 @@ def fit(
         if annealed:
             record["temperature"] = tau
         history.append(record)
-        if show:
+        if lines:
             tqdm.write(epoch_line(record, epochs, estimator, beta, kl_warmup))
         if on_epoch_end is not None:
             on_epoch_end(record)

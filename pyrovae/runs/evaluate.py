@@ -15,7 +15,7 @@ from pyrovae.core.ranges import SIZE, IntRange
 from pyrovae.guides.families import GUIDES
 from pyrovae.guides.guide import PriorEncoder
 from pyrovae.inference.ais import Settings, ais_cost, ais_log_marginal, bdmc, check_memory
-from pyrovae.inference.evaluate import bits_per_dim, evaluate_elbo
+from pyrovae.inference.evaluate import bits_per_dim, evaluate_elbo, predicted_pixels
 from pyrovae.inference.marginal import (
     Cost,
     active_units_by_site,
@@ -170,28 +170,23 @@ def evaluation_at(
 
 
 def measured(model, guide) -> dict[str, str]:
-    """What the figures are of, by the model's condition: ``log_px_of`` (log p(x), log p(x|y)
-    or log p(x_miss|x_obs)) and ``kl_of`` (KL(q(z|x) ‖ p(z)), with q's and p's conditions)."""
+    """What the figures are of, by the model's condition and latent layers: ``log_px_of``
+    (log p(x), log p(x|y) or log p(x_miss|x_obs)) and ``kl_of`` (KL(q(z|x) ‖ p(z)), with q's
+    and p's conditions, over all layers: KL(q(z1,z2|x) ‖ p(z1,z2)) for two)."""
     condition = getattr(model, "condition", None)
     given = getattr(condition, "given", None)  # "y", "x_obs" or None
     target = getattr(condition, "target", "x")
     prior = getattr(model, "prior", None)
-    p = f"p(z|{given})" if getattr(prior, "conditional", False) else "p(z)"
+    z = ",".join(getattr(guide, "sites", ())) or "z"  # "z", or "z1,z2" bottom first
+    p = f"p({z}|{given})" if getattr(prior, "conditional", False) else f"p({z})"
     if isinstance(getattr(guide, "encoder", None), PriorEncoder):  # the GSNN: q = p(z|c)
         q = p
     else:
-        q = "q(z|x,y)" if given == "y" else "q(z|x)"
+        q = f"q({z}|x,y)" if given == "y" else f"q({z}|x)"
     return {
         "log_px_of": f"log p({target}|{given})" if given else "log p(x)",
         "kl_of": f"KL({q} || {p})",
     }
-
-
-def predicted_pixels(model, num_pixels: int) -> int:
-    """D of bits per dimension: the pixels the likelihood covers (x_miss's for structured
-    output prediction), else all ``num_pixels``."""
-    predicted = getattr(getattr(model, "condition", None), "predicted", None)
-    return num_pixels if predicted is None else int(predicted.sum())
 
 
 def _figures(run, x, y, num_samples: int, log_px: bool, progress: bool) -> dict[str, Any]:

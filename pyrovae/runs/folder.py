@@ -51,13 +51,16 @@ NAMED_PARTS = ("likelihood", "guide", "prior", "net")  # named in a folder when 
 
 
 def run_name(config: TrainConfig) -> str:
-    """What tells a run apart: dataset, estimator, K when not 1, then ``part-name`` for each of
-    likelihood, guide, prior and net that is not the default, e.g.
-    ``fashion-mnist-iwae-k5-guide-flow-net-conv``."""
+    """What tells a run apart: dataset, estimator, K when not 1, ``latent-100-50`` for several
+    stochastic layers (their sizes, bottom first; a one-layer run's name leaves its size out),
+    then ``part-name`` for each of likelihood, guide, prior and net that is not the default,
+    e.g. ``fashion-mnist-iwae-k5-guide-flow-net-conv``."""
     defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
     parts = [Path(config.dataset).name, config.estimator]
     if config.num_particles != defaults["num_particles"]:
         parts.append(f"k{config.num_particles}")
+    if len(config.latent_dims) > 1:
+        parts.append("latent-" + "-".join(str(d) for d in config.latent_dims))
     parts += [
         f"{part}-{getattr(config, part)}"
         for part in NAMED_PARTS

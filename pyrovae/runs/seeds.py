@@ -110,6 +110,7 @@ def train_seeds(
     progress: bool = True,
     figures: bool = True,
     tensorboard: bool = False,
+    epoch_lines: bool | None = None,
 ) -> tuple[Path, list[list[dict[str, Any]]]]:
     """Train ``config`` once per seed in ``seeds``, side by side; returns the group folder and
     each replica's per-epoch metrics. As :func:`~pyrovae.runs.train.train_run`, bad input
@@ -141,10 +142,10 @@ def train_seeds(
             writers.append(
                 RunWriter(c, path, model, guide, optimizer, data, 0, [], figures, tensorboard)
             )
-        return group, _side_by_side(config, seeds, writers, data, 0, None, progress)
+        return group, _side_by_side(config, seeds, writers, data, 0, None, progress, epoch_lines)
 
 
-def _side_by_side(config, seeds, writers, data, start_epoch, streams, progress):
+def _side_by_side(config, seeds, writers, data, start_epoch, streams, progress, epoch_lines):
     try:
         fit_replicas(
             [w.model for w in writers],
@@ -156,6 +157,7 @@ def _side_by_side(config, seeds, writers, data, start_epoch, streams, progress):
             start_epoch=start_epoch,
             streams=streams,
             progress=progress,
+            epoch_lines=epoch_lines,
             on_epoch_end=[w.checkpoint for w in writers],
             **fit_settings(config),
         )
@@ -176,6 +178,7 @@ def resume_seeds(
     allow_other_data: bool = False,
     tensorboard: bool = False,
     restart: bool = False,
+    epoch_lines: bool | None = None,
 ) -> tuple[Path, list[list[dict[str, Any]]]]:
     """Continue every replica of group ``group_dir`` up to ``epochs`` (default: its own), side
     by side, each from its own checkpoint (see the module docstring); with ``restart`` every
@@ -215,10 +218,12 @@ def resume_seeds(
                 _restore_rng(state)
             if epoch < max(done):  # behind the others: alone up to them, the same run
                 history = _train(c.replace(epochs=max(done)), run, model, guide, optimizer,
-                                 data, epoch, history, progress, False, tensorboard)
+                                 data, epoch, history, progress, False, tensorboard, epoch_lines)
             writers.append(RunWriter(c, run, model, guide, optimizer, data, max(done), history,
                                      figures, tensorboard))
             streams.append(get_rng_state())  # its stream, as its checkpoint or catch-up left it
         if max(done) == 0:  # no replica has trained: each starts from its seed, as a new group
             streams = None
-        return group, _side_by_side(base, seeds, writers, data, max(done), streams, progress)
+        return group, _side_by_side(
+            base, seeds, writers, data, max(done), streams, progress, epoch_lines
+        )

@@ -171,7 +171,18 @@ def fit_settings(config: TrainConfig) -> dict[str, Any]:
 
 
 def _train(
-    config, path, model, guide, optimizer, data, start_epoch, history, progress, figures, board
+    config,
+    path,
+    model,
+    guide,
+    optimizer,
+    data,
+    start_epoch,
+    history,
+    progress,
+    figures,
+    board,
+    epoch_lines=None,
 ):
     writer = RunWriter(
         config, path, model, guide, optimizer, data, start_epoch, history, figures, board
@@ -186,6 +197,7 @@ def _train(
             optimizer=optimizer,
             start_epoch=start_epoch,
             progress=progress,
+            epoch_lines=epoch_lines,
             on_epoch_end=writer.checkpoint,
             **fit_settings(config),
         )
@@ -240,6 +252,7 @@ def train_run(
     progress: bool = True,
     figures: bool = True,
     tensorboard: bool = False,
+    epoch_lines: bool | None = None,
 ) -> tuple[Path, list[dict[str, Any]]]:
     """Train a new run; returns its folder and per-epoch metrics. Bad input writes nothing:
     the folder is checked (new, writable) first, the data, model size and a first loss next,
@@ -250,6 +263,8 @@ def train_run(
     recorded before training and after each epoch in ``latents.pt``. With ``tensorboard`` each
     epoch's metrics and image grids go to ``tensorboard/`` as TensorBoard events
     (:mod:`pyrovae.runs.tensorboard`). None of these changes what training draws or computes.
+    ``progress`` (the bar) and ``epoch_lines`` (a line per epoch; default: as ``progress``)
+    are :func:`~pyrovae.inference.train.fit`'s.
     """
     if tensorboard:
         require_tensorboard()
@@ -270,7 +285,18 @@ def train_run(
     with root_context(lambda: run_lock(path)):
         on_root(lambda: create_run(path, config, meta))
         return path, _train(
-            config, path, model, guide, optimizer, data, 0, [], progress, figures, tensorboard
+            config,
+            path,
+            model,
+            guide,
+            optimizer,
+            data,
+            0,
+            [],
+            progress,
+            figures,
+            tensorboard,
+            epoch_lines,
         )
 
 
@@ -285,10 +311,12 @@ def resume_run(
     allow_other_data: bool = False,
     tensorboard: bool = False,
     restart: bool = False,
+    epoch_lines: bool | None = None,
 ) -> tuple[Path, list[dict[str, Any]]]:
     """Continue a run from its checkpoint up to ``epochs`` in total (default: the run's own);
-    ``figures`` as for :func:`train_run` (latent snapshots are appended to ``latents.pt``),
-    ``tensorboard`` too (TensorBoard drops the events logged after the checkpoint).
+    ``figures``, ``progress`` and ``epoch_lines`` as for :func:`train_run` (latent snapshots
+    are appended to ``latents.pt``), ``tensorboard`` too (TensorBoard drops the events logged
+    after the checkpoint).
 
     Under the folder's lock: temporary files an interrupted write left are removed (in
     ``figures/`` too), and ``metrics.jsonl`` is rewritten from the checkpoint's own copy of the
@@ -337,6 +365,7 @@ def resume_run(
             progress,
             figures,
             tensorboard,
+            epoch_lines,
         )
 
 
