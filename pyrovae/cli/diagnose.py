@@ -6,10 +6,9 @@ import argparse
 from pathlib import Path
 
 from pyrovae.cli.parser import _add_data_flags, _loading, choices_help
+from pyrovae.core.choices import ESTIMATORS
+from pyrovae.core.defaults import DIAGNOSE_SAMPLES as SAMPLES
 from pyrovae.core.ranges import SIZE
-from pyrovae.inference.estimators import ESTIMATORS
-from pyrovae.runs import diagnose_run
-from pyrovae.runs.diagnose import SAMPLES
 from pyrovae.runs.folder import DIAGNOSTICS
 
 
@@ -59,6 +58,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def run(args: argparse.Namespace) -> None:
     """Draw the gradients and print one row per estimator and particle count."""
+    from pyrovae.runs.diagnose import diagnose_run
+
     rows = diagnose_run(
         args.run_dir,
         args.estimators,

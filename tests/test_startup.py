@@ -1,0 +1,216 @@
+"""Startup: ``pyrovae --help``, each verb's ``--help`` and a bad argument load none of torch,
+Pyro, torchvision, matplotlib (the parser reads torch-free copies of the registries and defaults,
+equal to the live ones); the package's public names resolve on first use."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+import pyrovae
+import pyrovae.runs
+from pyrovae.cli import main
+from pyrovae.cli.command import VERBS
+from pyrovae.cli.parser import NAMED_KINDS
+from pyrovae.core import choices, defaults
+from pyrovae.core.errors import PyroVAEError
+from pyrovae.core.registry import describe
+from pyrovae.runs.config import TrainConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+HEAVY = ("torch", "pyro", "torchvision", "matplotlib")
+
+# What the parser answers at once: (arguments, exit status). One per kind of argument error.
+QUICK = [
+    ([], 2),  # no verb
+    (["--help"], 0),
+    *[([verb, "--help"], 0) for verb in VERBS],
+    (["train", "--bogus"], 2),  # unknown flag
+    (["train", "--guide", "nope"], 2),  # unknown registry name
+    (["train", "--estimator", "miwea:3"], 2),
+    (["evaluate", "RUN", "--method", "nope"], 2),  # bad argparse choice
+    (["train", "--epochs", "0"], 2),  # out of its declared range
+    (["diagnose", "RUN", "--estimators", "elbo", "--num-particles", "0"], 2),
+    (["sample", "RUN", "--num", "x"], 2),  # not a number
+]
+
+
+def _python(code: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, *args, "-c", textwrap.dedent(code)] if code else [sys.executable, *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+        timeout=120,
+    )
+
+
+def test_help_and_argument_errors_load_no_torch():
+    """In a fresh process: import the package, build the parser, run every QUICK command
+    (each its exit status, errors one line); then none of HEAVY was imported."""
+    result = _python(
+        f"""
+        import contextlib, io, json, sys
+        import pyrovae
+        from pyrovae.cli import build_parser, main
+        build_parser()
+        codes, lines = [], []
+        for argv, _ in {QUICK!r}:
+            err = io.StringIO()
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+                try:
+                    codes.append(main(argv))
+                except SystemExit as e:
+                    codes.append(e.code)
+            lines.append(err.getvalue().count("\\n"))
+        loaded = [m for m in {HEAVY!r} if m in sys.modules]
+        print(json.dumps({{"codes": codes, "lines": lines, "loaded": loaded}}))
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout.splitlines()[-1])
+    assert out["codes"] == [code for _, code in QUICK]
+    assert all(n == (1 if code else 0) for n, (_, code) in zip(out["lines"], QUICK, strict=True))
+    assert out["loaded"] == []
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["train", "--bogus"]], ids=" ".join)
+def test_the_command_itself_loads_no_torch(argv):
+    """``python -m pyrovae`` (the console script's path: pyrovae/__main__.py), traced by
+    ``-X importtime``: no HEAVY module in its imports."""
+    result = _python("", "-X", "importtime", "-m", "pyrovae", *argv)
+    assert result.returncode == (0 if argv == ["--help"] else 2)
+    imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines() if "|" in line}
+    assert "pyrovae.cli.command" in imported  # the trace is read right
+    assert not {m for m in imported if m.split(".")[0] in HEAVY}
+
+
+def test_a_verb_that_runs_does_load_torch():
+    """The check above can fail: a verb that runs imports torch (here: sample on no run)."""
+    result = _python(
+        """
+        import sys
+        from pyrovae.cli import main
+        code = main(["sample", "no-such-run"])
+        print(code, "torch" in sys.modules)
+        """
+    )
+    assert result.stdout.split() == ["2", "True"]
+
+
+@pytest.mark.parametrize("package", [pyrovae, pyrovae.runs], ids=lambda p: p.__name__)
+def test_every_public_name_resolves(package):
+    for name in package.__all__:
+        assert getattr(package, name) is not None, name
+    assert set(package.__all__) <= set(dir(package))
+    with pytest.raises(AttributeError, match="no_such_name"):
+        package.no_such_name  # noqa: B018
+
+
+def test_modules_are_attributes_as_before():
+    """In a fresh process, ``import pyrovae`` alone still reaches every module as an attribute
+    (``pyrovae.inference.make_optimizer``), loading it then; ``pyrovae.__main__`` is not one."""
+    result = _python(
+        """
+        import sys
+        import pyrovae
+        before = "torch" in sys.modules
+        print(before, pyrovae.inference.make_optimizer.__name__, pyrovae.runs.evaluate.__name__)
+        print("__main__" in dir(pyrovae), set(pyrovae.__all__) <= set(dir(pyrovae)))
+        """
+    )
+    assert result.stdout.split() == [
+        "False",
+        "make_optimizer",
+        "pyrovae.runs.evaluate",
+        "False",
+        "True",
+    ], result.stderr
+
+
+def test_public_names_are_the_objects_of_their_modules():
+    from pyrovae import TrainConfig as FromPackage
+    from pyrovae.inference.estimators import ESTIMATORS
+
+    assert FromPackage is TrainConfig and pyrovae.ESTIMATORS is ESTIMATORS
+    assert pyrovae.runs.train_run is importlib.import_module("pyrovae.runs.train").train_run
+
+
+def _live(module: str, expression: str):
+    return eval(expression, vars(importlib.import_module(module)))  # a name, LOCAL, a call
+
+
+@pytest.mark.parametrize("copy", choices.LIVE, ids=str)
+def test_registry_copies_equal_the_live_registries(copy):
+    """The same names in the same order, each with its live entry's description: a new entry
+    (or a changed description) without its line in pyrovae/core/choices.py fails here."""
+    live = _live(*choices.LIVE[copy])
+    mirror = getattr(choices, copy)
+    if isinstance(mirror, dict):
+        assert mirror == {name: describe(entry) for name, entry in live.items()}
+        assert list(mirror) == list(live)
+    else:
+        assert list(mirror) == list(live)
+
+
+def test_the_config_lists_only_the_copies():
+    """Every registry flag of TrainConfig reads one of the checked copies (none the live one)."""
+    copies = [getattr(choices, name) for name in choices.LIVE]
+    for f in dataclasses.fields(TrainConfig):
+        registry = f.metadata["choices"]
+        assert registry is None or any(registry is c for c in copies), f.name
+
+
+@pytest.mark.parametrize("copy", defaults.LIVE, ids=str)
+def test_default_copies_equal_the_originals(copy):
+    mirror, live = getattr(defaults, copy), _live(*defaults.LIVE[copy])
+    if isinstance(mirror, defaults.LocalSearch):
+        assert mirror == tuple(getattr(live, field) for field in mirror._fields)
+    else:
+        assert mirror == live
+
+
+@pytest.mark.parametrize("field", NAMED_KINDS, ids=str)
+def test_the_parser_refuses_a_name_in_the_configs_words(field, capsys):
+    with pytest.raises(PyroVAEError) as error:
+        TrainConfig(**{field: "nope"})
+    capsys.readouterr()
+    assert main(["train", "--" + field.replace("_", "-"), "nope"]) == 2
+    assert capsys.readouterr().err == f"pyrovae: error: {error.value}\n"
+
+
+def test_activation_descriptions_are_ours():
+    from pyrovae.nets.dense import ACTIVATIONS
+
+    assert describe(ACTIVATIONS["relu"]) == "max(0, x): the rectified linear unit"
+    assert isinstance(ACTIVATIONS["elu"](), torch.nn.ELU)
+
+
+def test_upper_hidden_help_says_what_the_default_means(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: the --hidden sizes)" in text and "(default: )" not in text
+
+
+def test_resume_help_names_what_may_change(capsys):
+    """The flags --resume lets change (RESUMABLE) are the ones its help names."""
+    from pyrovae.cli.train import RESUMABLE
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    section = text[text.index("--resume RUN_DIR continue") :]
+    clause = section[section.index("of the setting flags") : section.index("may change;")]
+    named = {part.strip("(, ").split(" ")[0] for part in clause.split("--")[1:]}
+    assert named == {name.replace("_", "-") for name in RESUMABLE}
