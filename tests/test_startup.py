@@ -1,6 +1,6 @@
 """Startup: ``pyrovae --help``, each verb's ``--help`` and a bad argument load none of torch,
 Pyro, torchvision, matplotlib (the parser reads torch-free copies of the registries and defaults,
-equal to the live ones); the package's public names resolve on first use."""
+equal to the live ones); the package's public names resolve on first use; ``--threads``."""
 
 from __future__ import annotations
 
@@ -21,10 +21,11 @@ import pyrovae.runs
 from pyrovae.cli import main
 from pyrovae.cli.command import VERBS
 from pyrovae.cli.parser import NAMED_KINDS
-from pyrovae.core import choices, defaults
+from pyrovae.core import choices, defaults, threads
 from pyrovae.core.errors import PyroVAEError
 from pyrovae.core.registry import describe
 from pyrovae.runs.config import TrainConfig
+from pyrovae.runs.folder import CONFIG, METRICS
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "pyro", "torchvision", "matplotlib")
@@ -40,6 +41,7 @@ QUICK = [
     (["evaluate", "RUN", "--method", "nope"], 2),  # bad argparse choice
     (["train", "--epochs", "0"], 2),  # out of its declared range
     (["diagnose", "RUN", "--estimators", "elbo", "--num-particles", "0"], 2),
+    (["train", "--threads", "0"], 2),
     (["sample", "RUN", "--num", "x"], 2),  # not a number
 ]
 
@@ -101,7 +103,7 @@ def test_a_verb_that_runs_does_load_torch():
         """
         import sys
         from pyrovae.cli import main
-        code = main(["sample", "no-such-run"])
+        code = main(["sample", "no-such-run", "--threads", "1"])
         print(code, "torch" in sys.modules)
         """
     )
@@ -204,7 +206,7 @@ def test_upper_hidden_help_says_what_the_default_means(capsys):
 
 
 def test_resume_help_names_what_may_change(capsys):
-    """The flags --resume lets change (RESUMABLE) are the ones its help names."""
+    """The flags --resume lets change (RESUMABLE) are the ones its help names, and --threads."""
     from pyrovae.cli.train import RESUMABLE
 
     with pytest.raises(SystemExit):
@@ -214,3 +216,88 @@ def test_resume_help_names_what_may_change(capsys):
     clause = section[section.index("of the setting flags") : section.index("may change;")]
     named = {part.strip("(, ").split(" ")[0] for part in clause.split("--")[1:]}
     assert named == {name.replace("_", "-") for name in RESUMABLE}
+    assert "--threads" in section[: section.index("--restart")]
+
+
+# --threads
+
+
+@pytest.fixture
+def torch_threads():
+    """Restore torch's thread count after the test (main sets it for the process)."""
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize(
+    "text,message",
+    [("0", "must be in [1, 1024], got 0"), ("x", "'x' is neither"), ("1025", "got 1025")],
+)
+def test_bad_threads_are_one_line(text, message, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["evaluate", "RUN", "--threads", text])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.count("\n") == 1 and message in err
+
+
+def test_auto_threads(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    for load, count in ((0.0, 4), (1.2, 3), (1.6, 2), (3.9, 1), (12.0, 1)):
+        monkeypatch.setattr(os, "getloadavg", lambda load=load: (load, 0.0, 0.0))
+        assert threads.resolve_threads("auto") == count, load
+    assert threads.resolve_threads(2) == 2  # a number is taken as it is
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")  # an explicit choice wins over auto
+    assert threads.resolve_threads("auto") == 3
+    monkeypatch.setenv("OMP_NUM_THREADS", "2,1")  # nested levels: the outermost
+    assert threads.resolve_threads("auto") == 2
+    monkeypatch.setenv("OMP_NUM_THREADS", "many")
+    with pytest.raises(PyroVAEError, match=r"\$OMP_NUM_THREADS must be a whole number"):
+        threads.resolve_threads("auto")
+
+
+SMALL = ["--dataset", "mnist", "--hidden", "16", "--latent-dim", "2", "--batch-size", "50"]
+SMALL += ["--train-subset", "100", "--device", "cpu", "--no-progress", "--no-download"]
+SMALL += ["--no-figures"]
+
+
+def _train(idx_dir, run, *extra):
+    return main(["train", *SMALL, "--data-dir", str(idx_dir), *extra])
+
+
+def test_threads_are_set_not_recorded_and_change_no_result(
+    tmp_path, idx_dir, monkeypatch, capsys, torch_threads
+):
+    """--threads 1 and 2 train the same run (the same metrics to the last bit) with torch's
+    thread count set to each when training starts; the count is not in config.json, and a
+    --resume with another count goes on."""
+    import pyrovae.runs.train as runs_train
+
+    seen = []
+    for name in ("train_run", "resume_run"):
+        work = getattr(runs_train, name)
+
+        def record(*args, work=work, **kwargs):
+            seen.append(torch.get_num_threads())
+            return work(*args, **kwargs)
+
+        monkeypatch.setattr(runs_train, name, record)
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert _train(idx_dir, one, "--run-dir", str(one), "--epochs", "1", "--threads", "1") == 0
+    assert _train(idx_dir, two, "--run-dir", str(two), "--epochs", "1", "--threads", "2") == 0
+    data = ["--data-dir", str(idx_dir), "--no-download", "--no-progress", "--no-figures"]
+    assert main(["train", "--resume", str(one), *data, "--epochs", "2", "--threads", "2"]) == 0
+    assert seen == [1, 2, 2]
+
+    def metrics(run):  # every figure but the clock's
+        records = [json.loads(line) for line in (run / METRICS).read_text().splitlines()]
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in records]
+
+    assert metrics(one)[0] == metrics(two)[0] and len(metrics(one)) == 2
+    recorded = json.loads((one / CONFIG).read_text())  # (its paths name the test: "threads")
+    assert not [
+        k for part in recorded.values() if isinstance(part, dict) for k in part if "thread" in k
+    ]
+    assert "threads" not in recorded
+    capsys.readouterr()

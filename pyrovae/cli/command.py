@@ -20,6 +20,7 @@ from pyrovae.core.signals import (
     Terminated,
     sigterm_as_interrupt,
 )
+from pyrovae.core.threads import AUTO, parse_threads, use_threads
 
 # Each verb's module has add_parser(subparsers), its subcommand and flags, and run(args).
 # The parser lists them in this order.
@@ -34,13 +35,24 @@ VERBS: dict[str, ModuleType] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``pyrovae`` parser: one subcommand per entry of :data:`VERBS`. Building it,
-    ``--help`` and a bad argument load no torch (the verbs' modules import it where they
-    run)."""
+    """The ``pyrovae`` parser: one subcommand per entry of :data:`VERBS`, each with
+    ``--threads``. Building it, ``--help`` and a bad argument load no torch (the verbs' modules
+    import it where they run)."""
     parser = _Parser(prog="pyrovae", description="Variational autoencoders on Pyro.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for verb in VERBS.values():
         verb.add_parser(sub)
+    for verb_parser in sub.choices.values():  # every verb computes with torch
+        verb_parser.add_argument(
+            "--threads",
+            type=parse_threads,
+            default=AUTO,
+            metavar="N",
+            help="torch's CPU threads: a number, or auto: $OMP_NUM_THREADS when set, else the "
+            "cores this process may use less the 1-minute load average, at least 1. How this "
+            "process runs, not a setting of the run: not recorded, may change on --resume, "
+            "same results (default: auto)",
+        )
     return parser
 
 
@@ -70,8 +82,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    """Run the verb; its errors as one line on stderr and exit status 2."""
+    """Run the verb with its ``--threads``; its errors as one line on stderr and exit status
+    2."""
     try:
+        use_threads(args.threads)
         VERBS[args.command].run(args)
     except PyroVAEError as e:
         if not getattr(e, "reported_by_root", False):  # every rank has it; rank 0 says it

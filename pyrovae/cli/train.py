@@ -47,7 +47,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "(the total to reach) and --device may change; any other (--lr, --hidden, --estimator, "
         "…) is accepted only with the recorded value, a changed one is refused (naming the "
         "recorded and the given value); --run-dir, --preset, --config and --seeds are refused. "
-        "How this process runs may change: --data-dir, --no-download, --no-progress, "
+        "How this process runs may change: --threads, --data-dir, --no-download, --no-progress, "
         "--no-figures, --tensorboard, --dist-timeout",
     )
     train.add_argument(
