@@ -2,29 +2,50 @@
 
 The model p(z) p_θ(x|z) and the amortized guide q_φ(z|x) are Pyro functions (PyroModules);
 training is SVI with an ELBO estimator chosen by name.
+
+The public names are imported on first use (PEP 562), so ``import pyrovae`` and the command
+line's ``--help`` do not load torch: ``from pyrovae import TrainConfig`` works as before.
 """
 
-from pyrovae.core.errors import PyroVAEError, TrainingDiverged
-from pyrovae.core.runtime import resolve_device, seeded, set_seed
-from pyrovae.data import ImageData, load_data
-from pyrovae.guides import GUIDES, AmortizedGuide
-from pyrovae.inference import ESTIMATORS, evaluate_elbo, fit, make_estimator, svi_step
-from pyrovae.models import LIKELIHOODS, PRIORS, VAE
-from pyrovae.runs import (
-    LoadedRun,
-    TrainConfig,
-    build_model_and_guide,
-    diagnose_run,
-    evaluate_run,
-    load_run,
-    plot_runs,
-    read_metrics,
-    resume_run,
-    sample_run,
-    train_run,
-)
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from typing import Any
 
 __version__ = "0.1.0"
+
+# public name ↦ the module that defines it
+_SOURCES = {
+    "PyroVAEError": "pyrovae.core.errors",
+    "TrainingDiverged": "pyrovae.core.errors",
+    "resolve_device": "pyrovae.core.runtime",
+    "seeded": "pyrovae.core.runtime",
+    "set_seed": "pyrovae.core.runtime",
+    "ImageData": "pyrovae.data",
+    "load_data": "pyrovae.data",
+    "GUIDES": "pyrovae.guides",
+    "AmortizedGuide": "pyrovae.guides",
+    "ESTIMATORS": "pyrovae.inference",
+    "evaluate_elbo": "pyrovae.inference",
+    "fit": "pyrovae.inference",
+    "make_estimator": "pyrovae.inference",
+    "svi_step": "pyrovae.inference",
+    "LIKELIHOODS": "pyrovae.models",
+    "PRIORS": "pyrovae.models",
+    "VAE": "pyrovae.models",
+    "LoadedRun": "pyrovae.runs",
+    "TrainConfig": "pyrovae.runs",
+    "build_model_and_guide": "pyrovae.runs",
+    "diagnose_run": "pyrovae.runs",
+    "evaluate_run": "pyrovae.runs",
+    "load_run": "pyrovae.runs",
+    "plot_runs": "pyrovae.runs",
+    "read_metrics": "pyrovae.runs",
+    "resume_run": "pyrovae.runs",
+    "sample_run": "pyrovae.runs",
+    "train_run": "pyrovae.runs",
+}
 
 __all__ = [
     "ESTIMATORS",
@@ -56,3 +77,24 @@ __all__ = [
     "svi_step",
     "train_run",
 ]
+
+
+# the package's modules: attributes too, as when this file imported them all
+_SUBMODULES = {m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")}
+
+
+def __getattr__(name: str) -> Any:
+    """A public name (or a module of the package), imported on first use, then a plain
+    global."""
+    if name in _SOURCES:
+        value = getattr(importlib.import_module(_SOURCES[name]), name)
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f"{__name__}.{name}")
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__) | _SUBMODULES)

@@ -390,8 +390,9 @@ def test_train_help_states_what_resume_keeps(capsys):
         main(["train", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     rule = (
-        "The run keeps the settings it recorded: --device may change; any other setting flag "
-        "is accepted only with the recorded value, a changed one is refused"
+        "The run keeps the settings it recorded: of the setting flags above, --epochs (the total "
+        "to reach) and --device may change; any other (--lr, --hidden, --estimator, …) is "
+        "accepted only with the recorded value, a changed one is refused"
     )
     assert rule in text
     assert "--restart with --resume: train the run again from epoch 0" in text

@@ -10,11 +10,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from types import ModuleType
 
-import torch
-
 from pyrovae.cli import diagnose, evaluate, gaps, plot, sample, train
 from pyrovae.cli.parser import EXIT_USAGE, _Parser, check_ranges
-from pyrovae.core.distributed import launch_rank
 from pyrovae.core.errors import Note, PyroVAEError, first_line
 from pyrovae.core.files import os_error
 from pyrovae.core.signals import (
@@ -23,6 +20,7 @@ from pyrovae.core.signals import (
     Terminated,
     sigterm_as_interrupt,
 )
+from pyrovae.core.threads import AUTO, parse_threads, use_threads
 
 # Each verb's module has add_parser(subparsers), its subcommand and flags, and run(args).
 # The parser lists them in this order.
@@ -38,11 +36,24 @@ VERBS: dict[str, ModuleType] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``pyrovae`` parser: one subcommand per entry of :data:`VERBS`."""
+    """The ``pyrovae`` parser: one subcommand per entry of :data:`VERBS`, each with
+    ``--threads``. Building it, ``--help`` and a bad argument load no torch (the verbs' modules
+    import it where they run)."""
     parser = _Parser(prog="pyrovae", description="Variational autoencoders on Pyro.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for verb in VERBS.values():
         verb.add_parser(sub)
+    for verb_parser in sub.choices.values():  # every verb computes with torch
+        verb_parser.add_argument(
+            "--threads",
+            type=parse_threads,
+            default=AUTO,
+            metavar="N",
+            help="torch's CPU threads: a number, or auto: $OMP_NUM_THREADS when set, else the "
+            "cores this process may use less the 1-minute load average, at least 1. How this "
+            "process runs, not a setting of the run: not recorded, may change on --resume, "
+            "same results (default: auto)",
+        )
     return parser
 
 
@@ -51,6 +62,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     143 when terminated (SIGTERM, as a scheduler stops a job)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    try:  # as argparse's own errors: at once (no torch loaded yet), on every rank
+        check_ranges(parser, args)
+    except PyroVAEError as e:
+        print(f"pyrovae: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    from pyrovae.core.distributed import launch_rank
+
     if args.command != "train" and launch_rank() != 0:
         return 0  # one process does it: rank 0 (see the pyrovae.cli docstring)
     try:
@@ -65,10 +83,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    """Check the arguments' ranges and run the verb; its errors as one line on stderr and exit
-    status 2."""
+    """Run the verb with its ``--threads``; its errors as one line on stderr and exit status
+    2."""
     try:
-        check_ranges(parser, args)
+        use_threads(args.threads)
         VERBS[args.command].run(args)
     except PyroVAEError as e:
         if not getattr(e, "reported_by_root", False):  # every rank has it; rank 0 says it
@@ -113,6 +131,8 @@ NO_MEMORY = ("can't allocate memory", "Storage size calculation overflowed")
 
 def _out_of_memory(e: BaseException) -> bool:
     """A GPU's or the CPU allocator's out-of-memory error, or a size past any memory."""
+    import torch
+
     return isinstance(e, (torch.OutOfMemoryError, MemoryError)) or any(
         text in str(e) for text in NO_MEMORY
     )

@@ -6,10 +6,11 @@ import argparse
 from pathlib import Path
 
 from pyrovae.cli.parser import _add_data_flags, _loading, choices_help
+from pyrovae.core.choices import ESTIMATORS
+from pyrovae.core.defaults import DIAGNOSE_BATCH as BATCH
+from pyrovae.core.defaults import DIAGNOSE_MOST_ESTIMATORS as MOST_ESTIMATORS
+from pyrovae.core.defaults import DIAGNOSE_SAMPLES as SAMPLES
 from pyrovae.core.ranges import SIZE
-from pyrovae.inference.estimators import ESTIMATORS
-from pyrovae.runs import diagnose_run
-from pyrovae.runs.diagnose import BATCH, MOST_ESTIMATORS, SAMPLES
 from pyrovae.runs.folder import DIAGNOSTICS
 
 
@@ -59,6 +60,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 def run(args: argparse.Namespace) -> None:
     """Say how long it will take, draw the gradients and print one row per estimator and
     particle count."""
+    from pyrovae.runs.diagnose import diagnose_run
+
     rows = diagnose_run(
         args.run_dir,
         args.estimators,

@@ -7,20 +7,19 @@ import sys
 from pathlib import Path
 
 from pyrovae.cli.parser import _add_data_flags
-from pyrovae.core.ranges import SIZE
-from pyrovae.inference.ais import START
-from pyrovae.runs import LOG_PX_SAMPLES, evaluate_run
-from pyrovae.runs.evaluate import (
+from pyrovae.core.choices import AIS_STARTS as START
+from pyrovae.core.choices import LOG_PX_METHODS as METHODS
+from pyrovae.core.defaults import (
     AIS_CHAINS,
     AIS_LEAPFROG,
     AIS_STEPS,
+    LOG_PX_SAMPLES,
     MAX_DRAWS,
     MAX_DRAWS_RANGE,
-    METHODS,
     NUM_SAMPLES,
 )
+from pyrovae.core.ranges import SIZE
 from pyrovae.runs.folder import EVALUATION
-from pyrovae.runs.seeds import is_group, seed_runs, summarize
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -92,6 +91,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 def run(args: argparse.Namespace) -> None:
     """Evaluate the run on its test set and print the figures, per image in nats (a group of
     seeds: each seed's, then their mean ± standard deviation), each before it is written."""
+    from pyrovae.runs.seeds import is_group
+
     if is_group(args.run_dir):
         _group(args)
         return
@@ -111,6 +112,8 @@ MEASURED_LABELS = {"test_kl": "kl_of", "log_px": "log_px_of"}
 
 
 def _group(args: argparse.Namespace) -> None:
+    from pyrovae.runs.seeds import seed_runs, summarize
+
     runs = seed_runs(args.run_dir)
     results = []
     for run in runs:
@@ -128,6 +131,8 @@ def _group(args: argparse.Namespace) -> None:
 
 def _evaluate(args: argparse.Namespace, run_dir) -> dict:
     """The figures, printed before they are written (a failing write loses nothing shown)."""
+    from pyrovae.runs.evaluate import evaluate_run
+
     return evaluate_run(
         run_dir,
         args.device,

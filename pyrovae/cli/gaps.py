@@ -6,10 +6,14 @@ import argparse
 from pathlib import Path
 
 from pyrovae.cli.parser import _add_data_flags
+from pyrovae.core.defaults import ELBO_SAMPLES, LOCAL
+from pyrovae.core.defaults import GAPS_AIS_STEPS as AIS_STEPS
+from pyrovae.core.defaults import GAPS_CHAINS as CHAINS
+from pyrovae.core.defaults import GAPS_LEAPFROG as LEAPFROG
+from pyrovae.core.defaults import GAPS_SAMPLES as SAMPLES
+from pyrovae.core.defaults import GAPS_TEST_SUBSET as TEST_SUBSET
 from pyrovae.core.ranges import SIZE
-from pyrovae.inference.gaps import ELBO_SAMPLES, FIGURES, LOCAL, LocalSettings
 from pyrovae.runs.folder import GAPS
-from pyrovae.runs.gaps import AIS_STEPS, CHAINS, LEAPFROG, SAMPLES, TEST_SUBSET, gaps_run
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -69,6 +73,9 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def run(args: argparse.Namespace) -> None:
     """Split the gap on the run's first test images; print the table before it is written."""
+    from pyrovae.inference.gaps import LocalSettings
+    from pyrovae.runs.gaps import gaps_run
+
     local = LocalSettings(
         max_steps=args.local_steps,
         lr=args.local_lr,
@@ -94,6 +101,8 @@ def run(args: argparse.Namespace) -> None:
 
 
 def _print(entry: dict) -> None:
+    from pyrovae.inference.gaps import FIGURES
+
     print(
         f"epoch {entry['epoch']}, {entry['num_test']} test images, guide {entry['guide']}, "
         "per image in nats (± standard error over images; Monte-Carlo error):"

@@ -14,11 +14,12 @@ import typing
 from collections.abc import Mapping
 from typing import Any, NoReturn
 
+from pyrovae.core.defaults import OTHER_DATA_FLAG
+from pyrovae.core.errors import PyroVAEError
 from pyrovae.core.ranges import IntRange
 from pyrovae.core.registry import describe
-from pyrovae.runs import TrainConfig
+from pyrovae.runs.config import TrainConfig
 from pyrovae.runs.config import flag as _flag
-from pyrovae.runs.load import OTHER_DATA_FLAG
 
 EXIT_USAGE = 2
 
@@ -70,6 +71,44 @@ def _readable(value: Any) -> str:
 
 METAVARS = {int: "N", float: "X"}
 
+# The registry flags whose value is a name (--dataset's may be a path instead), with the word
+# TrainConfig's check names the kind by: check_ranges refuses an unknown name right after
+# parsing, in the same words, before torch is loaded. --estimator's NAME:PARAMETER is checked up
+# to the colon (its parameter by TrainConfig).
+NAMED_KINDS = {
+    "pixels": "pixel mode",
+    "estimator": "estimator",
+    "likelihood": "likelihood",
+    "guide": "guide",
+    "prior": "prior",
+    "net": "network",
+    "conditional_model": "conditional model",
+    "activation": "activation",
+    "lr_schedule": "learning-rate schedule",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class _Name:
+    """argparse's ``type`` for a registry flag: reads the text as it is; :meth:`check` refuses
+    a name (before any ``:``) not among ``names``, as :func:`~pyrovae.core.registry.lookup`
+    does."""
+
+    names: tuple[str, ...]
+    kind: str
+
+    def __call__(self, text: str) -> str:
+        return text
+
+    def check(self, flag: str, value: str | None) -> None:
+        """A one-line :class:`PyroVAEError` unless ``value`` (None: not given) names an entry."""
+        if value is None:
+            return
+        name = value.partition(":")[0] if self.kind == "estimator" else value
+        if name not in self.names:
+            known = ", ".join(sorted(self.names))
+            raise PyroVAEError(f"unknown {self.kind} {name!r}; choose one of: {known}")
+
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     hints = typing.get_type_hints(TrainConfig)
@@ -93,11 +132,13 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
             name = "NAME" if registry is not None else f.name.upper()
             kwargs["metavar"] = METAVARS.get(kwargs["type"], name)
             kwargs["type"] = f.metadata["range"] or kwargs["type"]  # read, checked after parsing
+            if f.name in NAMED_KINDS:
+                kwargs["type"] = _Name(tuple(registry), NAMED_KINDS[f.name])
         if registry is not None:
             kwargs["help"] = choices_help(f.metadata["help"], registry, f.default)
         else:
             text = f.metadata["help"].replace("%", "%%")  # argparse formats help with %
-            if f.default is not None and hint is not bool:
+            if f.default is not None and hint is not bool and _readable(f.default):
                 text += f" (default: {_readable(f.default)})"
             kwargs["help"] = text
         parser.add_argument(_flag(f.name), **kwargs)
@@ -130,11 +171,12 @@ def _loading(args: argparse.Namespace) -> dict[str, Any]:
 
 def check_ranges(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Refuse, in one line, a value outside the :class:`~pyrovae.core.ranges.IntRange` its flag
-    was declared with (its ``type``), in ``parser`` and the subcommand chosen: right after
-    parsing, before any file is read or anything is built."""
+    was declared with (its ``type``), or an unknown registry name (:class:`_Name`), in
+    ``parser`` and the subcommand chosen: right after parsing, before any file is read or
+    anything is built (and before torch is loaded)."""
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             check_ranges(action.choices[getattr(args, action.dest)], args)
-        elif isinstance(action.type, IntRange):
+        elif isinstance(action.type, (IntRange, _Name)):
             name = (action.option_strings or [action.dest])[0]
             action.type.check(name, getattr(args, action.dest, None))

@@ -6,7 +6,6 @@ import argparse
 import sys
 
 from pyrovae.cli.parser import _add_data_flags, _loading
-from pyrovae.runs import plot_runs
 from pyrovae.runs.folder import FIGURES
 
 
@@ -36,6 +35,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def run(args: argparse.Namespace) -> None:
     """Draw the figures and print each PNG's path."""
+    from pyrovae.runs.plot import plot_runs
+
     written = plot_runs(args.run_dirs, args.out, args.labels, note=_note, **_loading(args))
     for path in written:
         print(path)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 
 from pyrovae.core.ranges import COUNT, SEED, SIZE
-from pyrovae.runs import sample_run
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -24,6 +23,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def run(args: argparse.Namespace) -> None:
     """Draw the samples and write the grid."""
+    from pyrovae.runs.sample import sample_run
+
     target = sample_run(
         args.run_dir, args.num, args.label, args.out, args.seed, args.device, args.force
     )

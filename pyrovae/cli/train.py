@@ -9,26 +9,17 @@ from pathlib import Path
 from typing import Any
 
 from pyrovae.cli.parser import _add_config_flags, _add_data_flags, _flag, _readable
-from pyrovae.core.distributed import (
+from pyrovae.core.defaults import (
     DEFAULT_TIMEOUT,
-    agree,
-    check_timeout,
-    from_root,
-    process_group_from_env,
-    reported_by_root,
+    OTHER_DATA_FLAG,
+    RESTART_FLAG,
+    RESTARTED,
+    TENSORBOARD,
 )
 from pyrovae.core.errors import PyroVAEError
 from pyrovae.core.ranges import SEED
-from pyrovae.inference.report import test_bits, test_figure
-from pyrovae.inference.side_by_side import mean_and_std
-from pyrovae.runs import TrainConfig, resume_run, train_run
-from pyrovae.runs.config import PRESETS, preset_config
-from pyrovae.runs.config_file import read_config_file
+from pyrovae.runs.config import PRESETS, TrainConfig, preset_config
 from pyrovae.runs.folder import FIGURES, read_config
-from pyrovae.runs.load import OTHER_DATA_FLAG
-from pyrovae.runs.records import RESTART_FLAG, RESTARTED
-from pyrovae.runs.seeds import is_group, resume_seeds, seed_runs, train_seeds
-from pyrovae.runs.tensorboard import TENSORBOARD
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -52,9 +43,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "--resume",
         metavar="RUN_DIR",
         help="continue the run in RUN_DIR (or every seed of a --seeds group) up to --epochs in "
-        "total. The run keeps the settings it recorded: --device may change; any other setting "
-        "flag is accepted only with the recorded value, a changed one is refused (naming the "
-        "recorded and the given value)",
+        "total. The run keeps the settings it recorded: of the setting flags above, --epochs "
+        "(the total to reach) and --device may change; any other (--lr, --hidden, --estimator, "
+        "…) is accepted only with the recorded value, a changed one is refused (naming the "
+        "recorded and the given value); --run-dir, --preset, --config and --seeds are refused. "
+        "How this process runs may change: --threads, --data-dir, --no-download, --no-progress, "
+        "--no-figures, --tensorboard, --dist-timeout",
     )
     train.add_argument(
         RESTART_FLAG,
@@ -101,6 +95,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def _seconds(text: str) -> float:
     """``--dist-timeout``'s value, checked as it is parsed (inf or 1e300 overflowed torch)."""
+    from pyrovae.core.distributed import check_timeout
+
     try:
         value = float(text)
         check_timeout(value)
@@ -116,6 +112,12 @@ RESUMABLE = {"epochs", "device"}
 
 def run(args: argparse.Namespace) -> None:
     """Train (or resume) the run; rank 0 prints its test figure and folder."""
+    from pyrovae.core.distributed import agree, from_root, process_group_from_env, reported_by_root
+    from pyrovae.inference.report import test_bits, test_figure
+    from pyrovae.runs.config_file import read_config_file
+    from pyrovae.runs.seeds import is_group, resume_seeds, train_seeds
+    from pyrovae.runs.train import resume_run, train_run
+
     given = {
         f.name: getattr(args, f.name)
         for f in dataclasses.fields(TrainConfig)
@@ -191,6 +193,8 @@ def changed_settings(run_dir: str, settings: dict[str, Any]) -> list[str]:
     """Each of ``settings`` (flags given with ``--resume``) whose value differs from the one
     the run recorded (for a group, from any of its runs), as ``--lr (recorded 0.001, given
     0.1)``; a flag equal to the recorded value changes nothing and is accepted."""
+    from pyrovae.runs.seeds import is_group, seed_runs
+
     if not settings:
         return []
     folder = Path(run_dir)
@@ -207,6 +211,10 @@ def changed_settings(run_dir: str, settings: dict[str, Any]) -> list[str]:
 
 def _print_group(path, histories) -> None:
     """Each seed's last test figure, then their mean ± standard deviation."""
+    from pyrovae.inference.report import test_figure
+    from pyrovae.inference.side_by_side import mean_and_std
+    from pyrovae.runs.seeds import seed_runs
+
     runs = seed_runs(path)
     config = read_config(runs[0])
     name, key = test_figure(config.beta, config.kl_warmup)

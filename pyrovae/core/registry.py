@@ -24,7 +24,10 @@ def lookup(registry: Mapping[str, T], name: str, kind: str) -> T:
 def describe(entry: object) -> str:
     """A registry entry's one-line description: its ``description`` attribute, else the first
     line of its own docstring (a class's or a function's, never one inherited from its type),
-    without a final full stop; empty when it has neither."""
+    without a final full stop; empty when it has neither. A string is its own description (the
+    torch-free copies in :mod:`pyrovae.core.choices`)."""
+    if isinstance(entry, str):
+        return entry
     text = getattr(entry, "description", None)
     if text is None and (inspect.isclass(entry) or inspect.isroutine(entry)):
         text = entry.__doc__

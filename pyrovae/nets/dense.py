@@ -5,18 +5,40 @@ Activations by name in ``ACTIVATIONS``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
 
 from pyrovae.core.registry import lookup
 
-ACTIVATIONS: dict[str, type[nn.Module]] = {
-    "relu": nn.ReLU,
-    "softplus": nn.Softplus,
-    "tanh": nn.Tanh,
-    "elu": nn.ELU,
+
+def _relu() -> nn.Module:
+    """max(0, x): the rectified linear unit."""
+    return nn.ReLU()
+
+
+def _softplus() -> nn.Module:
+    """log(1 + eˣ): a smooth max(0, x)."""
+    return nn.Softplus()
+
+
+def _tanh() -> nn.Module:
+    """tanh x = (eˣ − e⁻ˣ)/(eˣ + e⁻ˣ), in (−1, 1)."""
+    return nn.Tanh()
+
+
+def _elu() -> nn.Module:
+    """x for x > 0, else eˣ − 1: the exponential linear unit."""
+    return nn.ELU()
+
+
+# name ↦ a new activation module; each described in our words (--help), not torch's docstring's
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "relu": _relu,
+    "softplus": _softplus,
+    "tanh": _tanh,
+    "elu": _elu,
 }
 """Activations by name (``--activation``): name ↦ the ``nn.Module`` class put between layers."""
 

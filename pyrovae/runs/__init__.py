@@ -1,20 +1,35 @@
 """Runs: the configuration, building model and guide from it, the run folder, and one module per
 verb on a run (train/resume, load, evaluate, diagnose, sample, plot) with the figures it writes.
 
-The command line (:mod:`pyrovae.cli`) is a thin layer over these functions.
+The command line (:mod:`pyrovae.cli`) is a thin layer over these functions. The public names
+are imported on first use (PEP 562): the command line's parser reads
+:class:`~pyrovae.runs.config.TrainConfig` without loading torch.
 """
 
-from pyrovae.runs.build import build_model_and_guide
-from pyrovae.runs.checkpoint import load_checkpoint
-from pyrovae.runs.config import TrainConfig
-from pyrovae.runs.diagnose import diagnose_run
-from pyrovae.runs.evaluate import LOG_PX_SAMPLES, evaluate_run
-from pyrovae.runs.folder import read_config, read_metrics
-from pyrovae.runs.gaps import gaps_run
-from pyrovae.runs.load import LoadedRun, load_run
-from pyrovae.runs.plot import plot_runs
-from pyrovae.runs.sample import sample_run
-from pyrovae.runs.train import resume_run, train_run
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from typing import Any
+
+# public name ↦ the module that defines it
+_SOURCES = {
+    "build_model_and_guide": "pyrovae.runs.build",
+    "load_checkpoint": "pyrovae.runs.checkpoint",
+    "TrainConfig": "pyrovae.runs.config",
+    "diagnose_run": "pyrovae.runs.diagnose",
+    "LOG_PX_SAMPLES": "pyrovae.runs.evaluate",
+    "evaluate_run": "pyrovae.runs.evaluate",
+    "read_config": "pyrovae.runs.folder",
+    "read_metrics": "pyrovae.runs.folder",
+    "gaps_run": "pyrovae.runs.gaps",
+    "LoadedRun": "pyrovae.runs.load",
+    "load_run": "pyrovae.runs.load",
+    "plot_runs": "pyrovae.runs.plot",
+    "sample_run": "pyrovae.runs.sample",
+    "resume_run": "pyrovae.runs.train",
+    "train_run": "pyrovae.runs.train",
+}
 
 __all__ = [
     "LOG_PX_SAMPLES",
@@ -33,3 +48,24 @@ __all__ = [
     "sample_run",
     "train_run",
 ]
+
+
+# the package's modules: attributes too, as when this file imported them all
+_SUBMODULES = {m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")}
+
+
+def __getattr__(name: str) -> Any:
+    """A public name (or a module of the package), imported on first use, then a plain
+    global."""
+    if name in _SOURCES:
+        value = getattr(importlib.import_module(_SOURCES[name]), name)
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f"{__name__}.{name}")
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__) | _SUBMODULES)

@@ -11,36 +11,19 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pyrovae.core.errors import PyroVAEError
-from pyrovae.core.ranges import COUNT, SEED, SIZE, IntRange
-from pyrovae.core.registry import lookup
-from pyrovae.core.runtime import parse_device
-from pyrovae.data.base import PIXEL_MODES
-from pyrovae.data.files import DATASETS
-from pyrovae.data.inputs import resolve_dataset
-from pyrovae.data.sources import ImageOptions
-from pyrovae.data.splits import LEGACY_SPLIT, TEST_SPLITS
-from pyrovae.guides.families import GUIDES
-from pyrovae.inference.divergence import DIVERGENCE_FACTOR
-from pyrovae.inference.estimators import ESTIMATORS, estimator_entry, make_estimator
-from pyrovae.inference.schedules import LR_SCHEDULES, burda_epochs
-from pyrovae.inference.temperature import (
+from pyrovae.core import choices
+from pyrovae.core.defaults import (
+    BURDA_EPOCHS,
+    DIVERGENCE_FACTOR,
+    LEGACY_SPLIT,
     TEMPERATURE,
     TEMPERATURE_INTERVAL,
     TEMPERATURE_MIN,
     TEMPERATURE_RATE,
-    temperature_schedule,
 )
-from pyrovae.models.likelihoods import LIKELIHOODS, get_likelihood
-from pyrovae.models.prior import PRIORS
-from pyrovae.nets import ACTIVATIONS, NETS
-from pyrovae.runs.combinations import (
-    check_code,
-    check_condition,
-    check_objective,
-    check_semi_supervised,
-)
-from pyrovae.runs.conditional import CONDITIONAL_MODELS
+from pyrovae.core.errors import PyroVAEError
+from pyrovae.core.ranges import COUNT, SEED, SIZE, IntRange
+from pyrovae.core.registry import lookup
 
 
 def _opt(
@@ -71,9 +54,9 @@ class TrainConfig:
     dataset: str = _opt(
         "fashion-mnist",
         "dataset: a registered name, or a folder of images, or a .npy/.npz/.pt file",
-        DATASETS,
+        choices.DATASETS,
     )
-    pixels: str = _opt("dynamic", "pixel mode", PIXEL_MODES)
+    pixels: str = _opt("dynamic", "pixel mode", choices.PIXEL_MODES)
     train_subset: int | None = _opt(None, "train on the first N training images only", bounds=SIZE)
     channels: int | None = _opt(
         None, "convert the images to 1 (grey) or 3 (RGB) channels", bounds=IntRange(1, 3, "RGB")
@@ -87,7 +70,9 @@ class TrainConfig:
     test_fraction: float | None = _opt(
         None, "hold out this fraction of the training images as the test split"
     )
-    test_split: str = _opt("stratified", "how --test-fraction picks its test images", TEST_SPLITS)
+    test_split: str = _opt(
+        "stratified", "how --test-fraction picks its test images", choices.TEST_SPLITS
+    )
     split_seed: int = _opt(
         0,
         "seed of the --test-fraction split (not --seed's: runs that differ in --seed hold out "
@@ -99,7 +84,7 @@ class TrainConfig:
     )
     workers: int = _opt(2, "DataLoader worker processes when streaming (0: none)", bounds=COUNT)
     estimator: str = _opt(
-        "elbo", "ELBO estimator; NAME:PARAMETER for miwae:M, ciwae:β, piwae:M", ESTIMATORS
+        "elbo", "ELBO estimator; NAME:PARAMETER for miwae:M, ciwae:β, piwae:M", choices.ESTIMATORS
     )
     num_particles: int = _opt(
         1,
@@ -113,10 +98,10 @@ class TrainConfig:
         "(Hutchinson) instead of exactly by autograd",
         bounds=SIZE,
     )
-    likelihood: str = _opt("bernoulli", "likelihood p(x|z)", LIKELIHOODS)
-    guide: str = _opt("normal", "guide family q(z|x)", GUIDES)
-    prior: str = _opt("normal", "prior p(z)", PRIORS)
-    net: str = _opt("mlp", "encoder/decoder networks (conv: images of at least 4×4)", NETS)
+    likelihood: str = _opt("bernoulli", "likelihood p(x|z)", choices.LIKELIHOODS)
+    guide: str = _opt("normal", "guide family q(z|x)", choices.GUIDES)
+    prior: str = _opt("normal", "prior p(z)", choices.PRIORS)
+    net: str = _opt("mlp", "encoder/decoder networks (conv: images of at least 4×4)", choices.NETS)
     beta: float = _opt(1.0, "β: weight of the KL / latent site (β-VAE); 0 drops it")
     kl_warmup: int = _opt(
         0, "anneal β linearly from 0 over this many steps (0: constant β)", bounds=COUNT
@@ -130,7 +115,7 @@ class TrainConfig:
     conditional_model: str = _opt(
         "cvae",
         "with --conditional or --condition-on: how the conditional model is built",
-        CONDITIONAL_MODELS,
+        choices.CONDITIONAL_MODELS,
     )
     baseline_input: str | None = _opt(
         None,
@@ -162,14 +147,14 @@ class TrainConfig:
     )
     upper_hidden: tuple[int, ...] = _opt(
         (),
-        "hidden sizes of the networks between stochastic layers; () for the --hidden sizes",
+        "hidden sizes of the networks between stochastic layers (default: the --hidden sizes)",
         bounds=SIZE,
     )
-    activation: str = _opt("relu", "activation between layers", ACTIVATIONS)
+    activation: str = _opt("relu", "activation between layers", choices.ACTIVATIONS)
     epochs: int = _opt(10, "number of epochs (with --resume: the total to reach)", bounds=SIZE)
     batch_size: int = _opt(128, "mini-batch size", bounds=SIZE)
     lr: float = _opt(1e-3, "Adam learning rate (the schedule's starting value)")
-    lr_schedule: str = _opt("constant", "learning-rate schedule lr·f", LR_SCHEDULES)
+    lr_schedule: str = _opt("constant", "learning-rate schedule lr·f", choices.LR_SCHEDULES)
     adam_betas: tuple[float, ...] = _opt((0.9, 0.999), "Adam's β₁ β₂")
     adam_eps: float = _opt(1e-8, "Adam's ε, added to √v̂")
     divergence_factor: float = _opt(
@@ -202,6 +187,27 @@ class TrainConfig:
     )
 
     def __post_init__(self) -> None:
+        # the checks' imports load torch: here, so that reading the fields (the CLI's parser,
+        # ``--help``) does not
+        from pyrovae.core.runtime import parse_device
+        from pyrovae.data.base import PIXEL_MODES
+        from pyrovae.data.inputs import resolve_dataset
+        from pyrovae.data.sources import ImageOptions
+        from pyrovae.data.splits import TEST_SPLITS
+        from pyrovae.guides.families import GUIDES
+        from pyrovae.inference.estimators import estimator_entry, make_estimator
+        from pyrovae.inference.schedules import LR_SCHEDULES
+        from pyrovae.models.likelihoods import get_likelihood
+        from pyrovae.models.prior import PRIORS
+        from pyrovae.nets import ACTIVATIONS, NETS
+        from pyrovae.runs.combinations import (
+            check_code,
+            check_condition,
+            check_objective,
+            check_semi_supervised,
+        )
+        from pyrovae.runs.conditional import CONDITIONAL_MODELS
+
         object.__setattr__(self, "hidden", tuple(self.hidden))
         object.__setattr__(self, "adam_betas", tuple(float(b) for b in self.adam_betas))
         object.__setattr__(self, "dataset", resolve_dataset(self.dataset))
@@ -277,6 +283,8 @@ class TrainConfig:
 
     def temperature_schedule(self) -> Callable[[int], float]:
         """The relaxation's temperature schedule, global step ↦ τ."""
+        from pyrovae.inference.temperature import temperature_schedule
+
         return temperature_schedule(
             self.temperature, self.temperature_min, self.temperature_rate,
             self.temperature_interval,
@@ -387,7 +395,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "lr_schedule": "burda",
         "adam_betas": (0.9, 0.999),
         "adam_eps": 1e-4,
-        "epochs": burda_epochs(8),
+        "epochs": BURDA_EPOCHS,
     },
 }
 # Table 1's two stochastic layers: x → 200-200 → z1 (100) → 100-100 → z2 (50), the rest as above.

@@ -20,13 +20,14 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from pyrovae.core.errors import PyroVAEError, first_line
 from pyrovae.core.files import atomic_write, os_error, read_at_most
 from pyrovae.runs.config import TrainConfig
+
+if TYPE_CHECKING:  # torch is loaded where latents are read or written, not by --help's imports
+    import torch
 
 RUN_FORMAT = "pyrovae-run/1"
 EVALUATIONS_FORMAT = "pyrovae-evaluations/1"
@@ -295,11 +296,15 @@ def _read_json(file: Path) -> Any:
 def write_latents(path: Path, latents: dict[str, torch.Tensor]) -> None:
     """Latent snapshots: ``epochs`` (E,), ``codes`` (E, N, 2) E_q[z|x] of the first N test
     images after each epoch (0: before training), and their ``labels`` (N,)."""
+    import torch
+
     atomic_write(path / LATENTS, lambda f: torch.save(latents, f))
 
 
 def read_latents(path: Path) -> dict[str, torch.Tensor] | None:
     """What :func:`write_latents` wrote (on the CPU), or None when there is no snapshot file."""
+    import torch
+
     file = path / LATENTS
     if not file.is_file():
         return None
