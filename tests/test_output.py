@@ -332,8 +332,8 @@ def test_an_editable_install_is_not_shadowed_by_the_clone_beside_a_script(tmp_pa
         wheel.extractall(site_dir, members=top)
     (tmp_path / "script.py").write_text(SHADOW_SCRIPT)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    run = subprocess.run(
-        [sys.executable, str(tmp_path / "script.py"), str(site_dir)],
+    run = subprocess.run(  # -S: none of this interpreter's own installs (this very clone's)
+        [sys.executable, "-S", str(tmp_path / "script.py"), str(site_dir)],
         cwd=tmp_path,
         capture_output=True,
         text=True,
