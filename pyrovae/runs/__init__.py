@@ -8,9 +8,7 @@ are imported on first use (PEP 562): the command line's parser reads
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
-from typing import Any
+from pyrovae.core.lazy import lazy_exports
 
 # public name ↦ the module that defines it
 _SOURCES = {
@@ -50,22 +48,4 @@ __all__ = [
 ]
 
 
-# the package's modules: attributes too, as when this file imported them all
-_SUBMODULES = {m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")}
-
-
-def __getattr__(name: str) -> Any:
-    """A public name (or a module of the package), imported on first use, then a plain
-    global."""
-    if name in _SOURCES:
-        value = getattr(importlib.import_module(_SOURCES[name]), name)
-    elif name in _SUBMODULES:
-        value = importlib.import_module(f"{__name__}.{name}")
-    else:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__) | _SUBMODULES)
+__getattr__, __dir__ = lazy_exports(globals(), _SOURCES)
