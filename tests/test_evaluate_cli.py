@@ -225,12 +225,16 @@ def test_bad_diagnose_input(run, idx_dir, capsys, args, message):
     assert not (run / DIAGNOSTICS).exists()
 
 
-def test_diagnose_needs_estimators_and_particles(run, capsys):
-    for args in (["--estimators", "elbo"], ["--num-particles", "1"]):
-        with pytest.raises(SystemExit) as exit_:
-            main(["diagnose", str(run), *args])
-        assert exit_.value.code == 2
-        assert capsys.readouterr().err.count("\n") == 1
+def test_diagnose_takes_the_defaults_for_what_is_not_given(run, idx_dir, capsys):
+    """Estimators or K alone: the other comes from diagnose's defaults (the run is elbo, K = 1:
+    K = 1 and 10; the run's own estimator first)."""
+    few = ["--samples", "3", "--batch-size", "8", "--no-progress"]
+    assert _diagnose(run, idx_dir, "--estimators", "elbo", *few) == 0
+    rows = [line.split()[:2] for line in capsys.readouterr().out.splitlines()]
+    assert ["elbo", "1"] in rows and ["elbo", "10"] in rows
+    assert _diagnose(run, idx_dir, "--num-particles", "5", *few) == 0
+    rows = [line.split()[:2] for line in capsys.readouterr().out.splitlines()]
+    assert ["elbo", "5"] in rows and ["iwae", "5"] in rows and ["elbo", "1"] not in rows
 
 
 def test_console_diagnose_error_is_one_line(tmp_path):
