@@ -16,6 +16,7 @@ PAGES = {
     "index": "index.html",
     "guide-choosing": "guide/choosing.html",
     "guide-getting-started": "guide/getting-started.html",
+    "api-top": "api/pyrovae.html",
     "api-inference": "api/inference.html",
     "api-entries": "api/entries.html",
     "notebook-06": "notebooks/06_linear_gaussian.html",
